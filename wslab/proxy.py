@@ -1,0 +1,367 @@
+"""A loopback TCP relay that breaks connections on command.
+
+Put it between a client and a server, then switch a fault on, for one
+connection or for all of them, while they are open::
+
+    proxy = await FaultProxy.start(upstream_port=server.port)
+    ws = await connect(proxy.url)
+    proxy.set_fault("stall")          # the client has vanished, no FIN, no RST
+
+The faults are real TCP events, modelled on Toxiproxy's toxics but
+deterministic: nothing is random, every fault is recorded on the timeline.
+
+========  ==================================================================
+pass      relay bytes as they come (with TCP flow control end to end)
+latency   delay every chunk by a fixed ``delay`` seconds, order kept
+stall     stop reading in both directions, keep both sockets open: the peer
+          vanished without a FIN. The far side's writes are accepted until
+          the kernel buffers fill, then they block.
+reset     close both sides with SO_LINGER 0: each side gets an RST
+close     close both sides cleanly: each side gets a FIN
+refuse    close the listening socket: new connections are refused.
+          Connections already open are left alone; ``pass`` listens again.
+========  ==================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from .timeline import Timeline
+
+__all__ = ["FAULTS", "FaultProxy", "ProxyConnection", "UpstreamUnreachable"]
+
+FAULTS = ("pass", "latency", "stall", "reset", "close", "refuse")
+# Faults that apply to connections; "refuse" applies to the listener.
+_CONNECTION_FAULTS = ("pass", "latency", "stall", "reset", "close")
+
+
+class UpstreamUnreachable(ConnectionError):
+    """The proxy could not reach its upstream server."""
+
+
+def _check_fault(fault: str) -> None:
+    if fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}: choose one of {', '.join(FAULTS)}")
+
+
+def _linger_zero(transport: asyncio.BaseTransport) -> None:
+    # With SO_LINGER on and a zero timeout, close() discards unsent data and
+    # sends RST instead of FIN. This is how Toxiproxy's reset_peer works too.
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a relayed connection. It forwards what it reads to its peer side."""
+
+    def __init__(self, conn: ProxyConnection, direction: str) -> None:
+        self.conn = conn
+        self.direction = direction  # "up": this side reads the client's bytes
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.writing_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.direction == "up":
+            # The client's socket is not read until the upstream connection is up.
+            self.transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.conn._relay(self, data)
+
+    def eof_received(self) -> bool:
+        # Half-close: pass the FIN on, keep the other direction open.
+        peer = self.peer
+        if peer and peer.transport and not peer.transport.is_closing() and peer.transport.can_write_eof():
+            self.conn._after_pending(peer, peer.transport.write_eof)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn._side_lost(self, exc)
+
+    # Flow control: when our write buffer is full, stop reading from the peer,
+    # so a slow reader slows down the writer at the far end, as TCP would.
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.peer and self.peer.transport:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.peer and self.peer.transport and self.conn.fault != "stall":
+            self.peer.transport.resume_reading()
+
+
+@dataclass
+class ProxyConnection:
+    """One client connection relayed to the upstream server."""
+
+    proxy: FaultProxy
+    label: str
+    fault: str = "pass"
+    delay: float = 0.0
+    bytes_up: int = 0  # client -> server
+    bytes_down: int = 0  # server -> client
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.client = _Side(self, "up")
+        self.server = _Side(self, "down")
+        self.client.peer, self.server.peer = self.server, self.client
+        # Chunks held back by the latency fault, per side they will be written to.
+        self._delayed: dict[str, deque] = {"up": deque(), "down": deque()}
+        self._flush_handles: dict[str, asyncio.TimerHandle | None] = {"up": None, "down": None}
+
+    # -- relaying -----------------------------------------------------------
+
+    def _relay(self, source: _Side, data: bytes) -> None:
+        if source.direction == "up":
+            self.bytes_up += len(data)
+        else:
+            self.bytes_down += len(data)
+        target = source.peer
+        assert target is not None
+        if self.fault == "latency" or self._delayed[target.direction]:
+            due = asyncio.get_running_loop().time() + self.delay
+            self._delayed[target.direction].append((due, data))
+            self._schedule_flush(target)
+        elif target.transport is not None and not target.transport.is_closing():
+            target.transport.write(data)
+
+    def _schedule_flush(self, target: _Side) -> None:
+        if self._flush_handles[target.direction] is None and self._delayed[target.direction]:
+            due = self._delayed[target.direction][0][0]
+            self._flush_handles[target.direction] = asyncio.get_running_loop().call_at(due, self._flush, target)
+
+    def _flush(self, target: _Side) -> None:
+        self._flush_handles[target.direction] = None
+        now = asyncio.get_running_loop().time()
+        queue = self._delayed[target.direction]
+        while queue and queue[0][0] <= now:
+            _, data = queue.popleft()
+            if callable(data):  # a deferred write_eof
+                data()
+            elif target.transport is not None and not target.transport.is_closing():
+                target.transport.write(data)
+        self._schedule_flush(target)
+
+    def _after_pending(self, target: _Side, action) -> None:
+        """Run ``action`` after delayed chunks for ``target``, so a FIN never overtakes data."""
+        if self._delayed[target.direction]:
+            self._delayed[target.direction].append((self._delayed[target.direction][-1][0], action))
+        else:
+            action()
+
+    # -- faults -------------------------------------------------------------
+
+    def apply(self, fault: str, delay: float = 0.0) -> None:
+        _check_fault(fault)
+        if fault == "refuse":
+            raise ValueError("'refuse' applies to the proxy's listener, not to one connection")
+        if self.closed:
+            return
+        previous, self.fault, self.delay = self.fault, fault, delay
+        if fault == "stall":
+            for side in (self.client, self.server):
+                side.transport.pause_reading()
+        elif previous == "stall":
+            for side in (self.client, self.server):
+                if not side.peer.writing_paused:
+                    side.transport.resume_reading()
+        if fault in ("reset", "close"):
+            for side in (self.client, self.server):
+                if fault == "reset":
+                    _linger_zero(side.transport)
+                    side.transport.abort()
+                else:
+                    side.transport.close()
+        self.proxy.timeline.record(self.proxy.name, "fault", conn=self.label, detail=fault, delay=delay)
+
+    def _side_lost(self, side: _Side, exc: Exception | None) -> None:
+        # When one side goes, close the other (after any delayed bytes).
+        peer = side.peer
+        if peer and peer.transport and not peer.transport.is_closing():
+            self._after_pending(peer, peer.transport.close)
+        if not self.closed and (peer is None or peer.transport is None or peer.transport.is_closing()):
+            self.closed = True
+            self.proxy._connection_closed(self, side, exc)
+
+
+class FaultProxy:
+    """A TCP relay from ``127.0.0.1:port`` to an upstream server, with switchable faults.
+
+    Use :meth:`start` to create one. Attributes worth reading:
+
+    - ``url``: ``ws://127.0.0.1:PORT``, for a WebSocket client;
+    - ``connections``: the open :class:`ProxyConnection` objects, with byte counts;
+    - ``bytes_up`` / ``bytes_down``: totals over all connections ever relayed.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, name: str, timeline: Timeline | None) -> None:
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.name = name
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.fault = "pass"
+        self.delay = 0.0
+        self.connections: list[ProxyConnection] = []
+        self._closed_bytes = [0, 0]
+        self._listener: asyncio.Server | None = None
+        self._pending: set[asyncio.Task] = set()
+        self._count = 0
+
+    @classmethod
+    async def start(
+        cls,
+        upstream_port: int,
+        *,
+        upstream_host: str = "127.0.0.1",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        name: str = "proxy",
+        timeline: Timeline | None = None,
+    ) -> FaultProxy:
+        """Listen on ``host:port`` (0: any free port) and relay to the upstream.
+
+        Raises:
+            UpstreamUnreachable: nothing accepts connections at the upstream address.
+            OSError: the listening address is taken (see :func:`wslab.lab.bind_error`).
+        """
+        proxy = cls(upstream_host, upstream_port, name=name, timeline=timeline)
+        await proxy._probe_upstream()
+        proxy.host = host
+        proxy.port = port
+        await proxy._listen()
+        return proxy
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def bytes_up(self) -> int:
+        return self._closed_bytes[0] + sum(c.bytes_up for c in self.connections)
+
+    @property
+    def bytes_down(self) -> int:
+        return self._closed_bytes[1] + sum(c.bytes_down for c in self.connections)
+
+    async def _probe_upstream(self) -> None:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.upstream_host, self.upstream_port), timeout=2
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamUnreachable(
+                f"upstream {self.upstream_host}:{self.upstream_port} is not accepting connections "
+                f"({type(exc).__name__}: {exc}); start the server first"
+            ) from None
+        writer.close()
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(self._accept_protocol, self.host, self.port)
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    def _accept_protocol(self) -> _Side:
+        # Called for each accepted client socket. The upstream connection is
+        # made right away; until it is up, the client socket is not read.
+        self._count += 1
+        conn = ProxyConnection(self, f"p{self._count}", fault=self.fault if self.fault != "refuse" else "pass", delay=self.delay)
+        task = asyncio.get_running_loop().create_task(self._connect_upstream(conn))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return conn.client
+
+    async def _connect_upstream(self, conn: ProxyConnection) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: conn.server, self.upstream_host, self.upstream_port)
+        except OSError as exc:
+            self.timeline.record(self.name, "upstream-error", conn=conn.label, detail=str(exc))
+            if conn.client.transport:
+                conn.client.transport.close()
+            return
+        self.connections.append(conn)
+        self.timeline.record(self.name, "open", conn=conn.label)
+        conn.client.transport.resume_reading()
+        if conn.fault != "pass":
+            conn.apply(conn.fault, conn.delay)
+
+    def _connection_closed(self, conn: ProxyConnection, side: _Side, exc: Exception | None) -> None:
+        if conn in self.connections:
+            self.connections.remove(conn)
+            self._closed_bytes[0] += conn.bytes_up
+            self._closed_bytes[1] += conn.bytes_down
+        self.timeline.record(
+            self.name, "closed", conn=conn.label,
+            detail=f"bytes up={conn.bytes_up} down={conn.bytes_down}",
+            bytes_up=conn.bytes_up, bytes_down=conn.bytes_down,
+        )
+
+    def connection(self, label: str) -> ProxyConnection:
+        for conn in self.connections:
+            if conn.label == label:
+                return conn
+        raise KeyError(f"no open proxy connection {label!r}; open ones: {[c.label for c in self.connections]}")
+
+    async def set_fault(self, fault: str, *, delay: float = 0.0, conn: str | ProxyConnection | None = None) -> None:
+        """Switch a fault on, for one connection (``conn``) or for all, now and future.
+
+        ``set_fault("pass")`` undoes ``stall``, ``latency`` and ``refuse``.
+        ``reset`` and ``close`` end the connections they hit; later connections pass.
+        """
+        _check_fault(fault)
+        if fault == "latency" and delay <= 0:
+            raise ValueError("latency needs a positive delay in seconds, e.g. delay=0.2")
+        if conn is not None:
+            target = conn if isinstance(conn, ProxyConnection) else self.connection(conn)
+            target.apply(fault, delay)
+            return
+        if fault == "refuse":
+            await self._stop_listening()
+            self.fault = "refuse"
+            self.timeline.record(self.name, "fault", detail="refuse")
+            return
+        if self.fault == "refuse":
+            await self._listen()
+        # reset and close are events, not states: new connections pass.
+        self.fault, self.delay = (fault, delay) if fault in ("pass", "latency", "stall") else ("pass", 0.0)
+        if not self.connections:
+            self.timeline.record(self.name, "fault", detail=fault)
+        for c in list(self.connections):
+            c.apply(fault, delay)
+
+    async def _stop_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            # Don't wait_closed(): on 3.12+ it waits for relayed connections too.
+            self._listener = None
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Stop listening and reset every relayed connection."""
+        await self._stop_listening()
+        for task in list(self._pending):
+            task.cancel()
+        for c in list(self.connections):
+            for side in (c.client, c.server):
+                if side.transport is not None:
+                    side.transport.abort()
+        self.connections.clear()
+        await asyncio.sleep(0)
+
+    def __repr__(self) -> str:
+        return (
+            f"<FaultProxy {self.name} {self.url} -> {self.upstream_host}:{self.upstream_port} "
+            f"fault={self.fault} open={len(self.connections)}>"
+        )

@@ -1,0 +1,181 @@
+"""A record of what happened, when, to which connection.
+
+Servers, proxies and clients in the lab never print: output from a background
+task lands in whichever notebook cell happens to be running. They append
+:class:`Event` objects to a :class:`Timeline` instead, and a cell displays it.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["Event", "Timeline", "describe_exception", "TimelineLogHandler"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened.
+
+    Attributes:
+        t: Seconds since the timeline started, on the monotonic clock.
+        source: Who recorded it: ``"naive"``, ``"proxy"``, ``"client-3"``...
+        kind: What happened: ``"open"``, ``"closed"``, ``"fault"``, ``"send-error"``...
+        conn: Which connection, as a short label (``"c1"``), if any.
+        code: A WebSocket close code, if the event has one.
+        detail: Free text: an exception, a reason, a number.
+        data: Anything else worth keeping (byte counts, delays), for analysis.
+    """
+
+    t: float
+    source: str
+    kind: str
+    conn: str | None = None
+    code: int | None = None
+    detail: str = ""
+    data: dict = field(default_factory=dict, compare=False)
+
+
+def describe_exception(exc: BaseException | None) -> str:
+    """``ConnectionClosedError(...) <- TimeoutError(110, 'Connection timed out')``.
+
+    The ``__cause__`` chain is where the real reason hides: websockets reports
+    every abnormal end as ConnectionClosedError and chains the OS error to it.
+    """
+    parts = []
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        parts.append(f"{type(exc).__name__}({_exc_args(exc)})")
+        exc = exc.__cause__
+    return " <- ".join(parts)
+
+
+def _exc_args(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{exc.errno}, {exc.strerror!r}"
+    text = str(exc)
+    return repr(text) if text else ""
+
+
+class Timeline:
+    """An append-only list of events with a shared zero.
+
+    Args:
+        clock: Returns seconds; defaults to :func:`time.monotonic`. Inject a fake
+            clock to replay a run exactly.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.start = clock()
+        self.events: list[Event] = []
+
+    def now(self) -> float:
+        """Seconds since this timeline started."""
+        return self.clock() - self.start
+
+    def record(
+        self,
+        source: str,
+        kind: str,
+        *,
+        conn: str | None = None,
+        code: int | None = None,
+        detail: str = "",
+        **data,
+    ) -> Event:
+        event = Event(self.now(), source, kind, conn, code, detail, data)
+        self.events.append(event)
+        return event
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.start = self.clock()
+
+    def select(
+        self,
+        *,
+        source: str | None = None,
+        kind: str | Iterable[str] | None = None,
+        conn: str | None = None,
+        since: float | None = None,
+    ) -> list[Event]:
+        """Events matching every filter given."""
+        kinds = {kind} if isinstance(kind, str) else set(kind) if kind is not None else None
+        return [
+            e
+            for e in self.events
+            if (source is None or e.source == source)
+            and (kinds is None or e.kind in kinds)
+            and (conn is None or e.conn == conn)
+            and (since is None or e.t >= since)
+        ]
+
+    def table(self, *, times: bool = True, **filters) -> "EventTable":
+        """A displayable table of the selected events.
+
+        Pass ``times=False`` for output that stays the same from run to run
+        (the order of events is kept, their timestamps are left out).
+        """
+        return EventTable(self.select(**filters), times=times)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __repr__(self) -> str:
+        return f"<Timeline {len(self.events)} events>"
+
+
+class EventTable:
+    """Renders events as a text table (terminals, nbval) and HTML (JupyterLab)."""
+
+    def __init__(self, events: list[Event], *, times: bool = True) -> None:
+        self.events = events
+        self.times = times
+
+    def rows(self) -> list[list[str]]:
+        rows = []
+        for e in self.events:
+            row = [f"{e.t:8.3f}"] if self.times else []
+            row += [e.source, e.conn or "", e.kind, "" if e.code is None else str(e.code), e.detail]
+            rows.append(row)
+        return rows
+
+    def header(self) -> list[str]:
+        return (["t (s)"] if self.times else []) + ["source", "conn", "event", "code", "detail"]
+
+    def __str__(self) -> str:
+        rows = [self.header()] + self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header())
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in r) + "</tr>"
+            for r in self.rows()
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class TimelineLogHandler(logging.Handler):
+    """Turns log records (websockets logs handler crashes) into timeline events instead of stderr."""
+
+    def __init__(self, timeline: Timeline, source: str) -> None:
+        super().__init__(level=logging.INFO)
+        self.timeline = timeline
+        self.source = source
+
+    def emit(self, record: logging.LogRecord) -> None:
+        detail = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            detail += ": " + describe_exception(record.exc_info[1])
+        self.timeline.record(self.source, "log", detail=detail, level=record.levelname)
