@@ -6,8 +6,10 @@ The modules, each with one job:
 - :mod:`wslab.proxy`: a TCP relay that stalls, resets, closes or refuses on command.
 - :mod:`wslab.servers`: the seed's naive session-map server (and fixed ones).
 - :mod:`wslab.timeline`: timestamped events instead of prints.
+- :mod:`wslab.display`: show wslab's own source in a notebook.
 """
 
+from .display import show_source
 from .lab import Lab, LabError, LabServer, check_url, current_lab, new_lab
 from .proxy import FAULTS, FaultProxy
 from .servers import NaiveServer
@@ -26,5 +28,6 @@ __all__ = [
     "current_lab",
     "describe_exception",
     "new_lab",
+    "show_source",
 ]
 __version__ = "0.1.0"
