@@ -6,6 +6,7 @@ The modules, each with one job:
 - :mod:`wslab.proxy`: a TCP relay that stalls, resets, closes or refuses on command.
 - :mod:`wslab.servers`: the seed's naive session-map server (and fixed ones).
 - :mod:`wslab.timeline`: timestamped events instead of prints.
+- :mod:`wslab.failures`: four ways a client dies, inflicted for real.
 - :mod:`wslab.display`: show wslab's own source in a notebook.
 """
 

@@ -171,7 +171,7 @@ class LabServer:
         await ws.wait_closed()
         exc = ws.close_exc
         self.lab.timeline.record(
-            self.name, "closed", conn=conn, code=ws.close_code,
+            self.name, "closed", conn=conn, code=None if ws.close_code is None else int(ws.close_code),
             detail=describe_exception(exc), exc=exc,
             rcvd=exc.rcvd.code if exc.rcvd else None, sent=exc.sent.code if exc.sent else None,
         )
@@ -295,6 +295,14 @@ class Lab:
         task.add_done_callback(self._task_done)
         self._resources[name] = task
         return task
+
+    def track(self, name: str, resource: Any) -> Any:
+        """Track anything with a ``close()`` method (sync or async), so :meth:`close` closes it."""
+        old = self._resources.pop(name, None)
+        if old is not None:
+            raise LabError(f"{name!r} is already taken by a {type(old).__name__}: close it first or pick another name")
+        self._resources[name] = resource
+        return resource
 
     def _task_done(self, task: asyncio.Task) -> None:
         if task.cancelled():
