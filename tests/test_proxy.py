@@ -1,0 +1,193 @@
+"""Each fault of the proxy, checked at the far end: what the server and the client really see."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+
+from wslab import Lab
+from wslab.proxy import FAULTS, FaultProxy
+
+
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+
+async def closed_event(lab: Lab, server: str, deadline: float):
+    """The server's "closed" event for its first connection, waiting up to ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        events = lab.timeline.select(source=server, kind="closed")
+        if events:
+            return events[0]
+        await asyncio.sleep(0.01)
+    return None
+
+
+async def test_pass_relays_both_ways_and_counts_bytes():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        ws = await lab.connect(proxy.url, name="client")
+        await ws.send("hello")
+        assert await asyncio.wait_for(ws.recv(), 2) == "hello"
+        assert proxy.bytes_up > len("hello") and proxy.bytes_down > len("hello")
+
+
+async def test_latency_delays_each_direction():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        ws = await lab.connect(proxy.url, name="client")
+        await proxy.set_fault("latency", delay=0.2)
+        start = time.monotonic()
+        await ws.send("ping")
+        assert await asyncio.wait_for(ws.recv(), 3) == "ping"
+        # 0.2 s on the way in and 0.2 s on the way out.
+        assert time.monotonic() - start >= 0.38
+
+
+async def test_latency_keeps_order():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        ws = await lab.connect(proxy.url, name="client")
+        await proxy.set_fault("latency", delay=0.05)
+        for i in range(50):
+            await ws.send(str(i))
+        got = [await asyncio.wait_for(ws.recv(), 3) for _ in range(50)]
+        assert got == [str(i) for i in range(50)]
+
+
+async def test_reset_gives_the_server_an_rst_within_a_second():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        ws = await lab.connect(proxy.url, name="client")
+        await proxy.set_fault("reset")
+        event = await closed_event(lab, "echo", 1.0)
+        assert event is not None, "the server did not notice the reset within 1 s"
+        assert isinstance(event.data["exc"].__cause__, ConnectionResetError)
+        assert event.code == 1006
+        with pytest.raises(ConnectionClosedError) as client_side:
+            await asyncio.wait_for(ws.recv(), 2)
+        assert isinstance(client_side.value.__cause__, ConnectionResetError)
+
+
+async def test_close_gives_the_server_a_fin():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        await lab.connect(proxy.url, name="client")
+        await proxy.set_fault("close")
+        event = await closed_event(lab, "echo", 1.0)
+        assert event is not None
+        # A FIN without a close frame: the server reads end of stream.
+        assert isinstance(event.data["exc"].__cause__, EOFError)
+        assert event.data["rcvd"] is None
+
+
+async def test_stall_accepts_bytes_until_buffers_fill_then_blocks():
+    chunk = os.urandom(64 * 1024)
+    accepted = 0
+
+    async def firehose(ws):
+        nonlocal accepted
+        while True:
+            await ws.send(chunk)
+            accepted += len(chunk)
+
+    async with Lab() as lab:
+        server = await lab.serve(firehose, name="firehose", compression=None)
+        proxy = await lab.proxy(server, name="proxy")
+        ws = await lab.connect(proxy.url, name="client", compression=None, max_size=None)
+        await asyncio.wait_for(ws.recv(), 2)
+        await proxy.set_fault("stall")
+        await asyncio.sleep(0.5)
+        relayed = proxy.bytes_down
+        after_stall = accepted
+        await asyncio.sleep(1.0)
+        # The server's writes stopped being accepted: its send() is blocked.
+        assert accepted == after_stall
+        assert accepted > relayed, "the server kept handing bytes to the kernel after the client vanished"
+        # And the proxy forwarded nothing more.
+        assert proxy.bytes_down == relayed
+        # Nothing noticed: the connection is still OPEN on both ends.
+        assert lab.timeline.select(source="firehose", kind="closed") == []
+
+
+async def test_stall_of_one_connection_leaves_the_others_alone():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        stuck = await lab.connect(proxy.url, name="stuck")
+        fine = await lab.connect(proxy.url, name="fine")
+        first = proxy.connections[0].label
+        await proxy.set_fault("stall", conn=first)
+        await fine.send("still here")
+        assert await asyncio.wait_for(fine.recv(), 2) == "still here"
+        await stuck.send("hello?")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(stuck.recv(), 0.3)
+        await proxy.set_fault("pass", conn=first)
+        assert await asyncio.wait_for(stuck.recv(), 2) == "hello?"
+
+
+async def test_refuse_closes_the_listener_and_pass_opens_it_again():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        existing = await lab.connect(proxy.url, name="existing")
+        await proxy.set_fault("refuse")
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", proxy.port)
+        await existing.send("open ones stay open")
+        assert await asyncio.wait_for(existing.recv(), 2) == "open ones stay open"
+        await proxy.set_fault("pass")
+        again = await lab.connect(proxy.url, name="again")
+        await again.send("back")
+        assert await asyncio.wait_for(again.recv(), 2) == "back"
+
+
+async def test_unknown_fault_is_one_clear_line():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        with pytest.raises(ValueError, match=r"unknown fault 'explode': choose one of pass, latency"):
+            await proxy.set_fault("explode")
+        with pytest.raises(ValueError, match="latency needs a positive delay"):
+            await proxy.set_fault("latency")
+
+
+async def test_faults_are_recorded_on_the_timeline():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        await lab.connect(proxy.url, name="client")
+        for fault in ("stall", "pass", "reset"):
+            await proxy.set_fault(fault)
+        assert [e.detail for e in lab.timeline.select(source="proxy", kind="fault")] == ["stall", "pass", "reset"]
+
+
+def test_every_fault_is_documented_in_the_module():
+    import wslab.proxy
+
+    assert FAULTS == ("pass", "latency", "stall", "reset", "close", "refuse")
+    documented = [line.split()[0] for line in wslab.proxy.__doc__.splitlines() if line[:1].isalpha()]
+    assert [f for f in FAULTS if f not in documented] == []
+    assert FaultProxy.set_fault.__doc__
+
+
+async def test_client_sees_the_proxy_close_as_connection_closed():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        ws = await lab.connect(proxy.url, name="client")
+        await proxy.set_fault("close")
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 2)
