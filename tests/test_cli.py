@@ -1,0 +1,273 @@
+"""The ``wslab`` command, run as a real subprocess: ``python -m wslab ...``.
+
+Every wait has a deadline. Bounds are generous: the CI machine has 2 shared cores.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect
+
+DEADLINE = 20  # seconds for anything that should take well under one
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wslab", *args],
+        capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL,
+    )
+
+
+class Running:
+    """A ``python -m wslab`` process whose stdout lines are read with a deadline."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wslab", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def line(self, timeout: float = DEADLINE) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output within {timeout} s; so far: {self.seen}") from None
+        assert line is not None, f"the process ended; output: {self.seen}; stderr: {self.stderr()}"
+        self.seen.append(line)
+        return line
+
+    def wait_for(self, text: str, timeout: float = DEADLINE) -> str:
+        end = time.monotonic() + timeout
+        while True:
+            line = self.line(max(0.01, end - time.monotonic()))
+            if text in line:
+                return line
+
+    def send(self, command: str) -> None:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read() if self.proc.poll() is not None else "(still running)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=DEADLINE)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+@pytest.fixture
+def running():
+    started: list[Running] = []
+
+    def start(*args: str) -> Running:
+        started.append(Running(*args))
+        return started[-1]
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+@pytest.fixture
+def listening_port():
+    """A port where a plain TCP socket listens (busy for a server; reachable for a proxy's probe)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+    """A port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# -- help -----------------------------------------------------------------------
+
+
+def test_help_documents_both_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "serve" in result.stdout and "proxy" in result.stdout
+
+
+def test_proxy_help_lists_every_stdin_command():
+    result = run_cli("proxy", "--help")
+    assert result.returncode == 0
+    for word in ("--upstream", "--listen", "--fault", "pass", "latency", "stall", "reset", "close", "refuse", "status"):
+        assert word in result.stdout, word
+
+
+def test_serve_help_lists_server_variants():
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0
+    for word in ("--server", "naive", "--host", "--port", "--ping-interval", "--broadcast-interval"):
+        assert word in result.stdout, word
+
+
+# -- bad input: one line on stderr, exit code 2 -----------------------------------
+
+
+def test_no_command():
+    assert_one_line_error(run_cli(), "COMMAND")
+
+
+def test_serve_busy_port(listening_port):
+    assert_one_line_error(run_cli("serve", "--port", str(listening_port)), f"port {listening_port}", "already in use")
+
+
+def test_serve_address_not_on_this_machine():
+    assert_one_line_error(run_cli("serve", "--host", "192.0.2.1"), "not on this machine")
+
+
+def test_proxy_busy_listen_port(listening_port):
+    result = run_cli("proxy", "--upstream", f"ws://127.0.0.1:{listening_port}", "--listen", f"127.0.0.1:{listening_port}")
+    assert_one_line_error(result, "already in use")
+
+
+def test_proxy_unreachable_upstream(free_port):
+    result = run_cli("proxy", "--upstream", f"ws://127.0.0.1:{free_port}")
+    assert_one_line_error(result, f"127.0.0.1:{free_port}", "not accepting connections", "start the server first")
+
+
+def test_proxy_unknown_fault(listening_port):
+    result = run_cli("proxy", "--upstream", f"ws://127.0.0.1:{listening_port}", "--fault", "explode")
+    assert_one_line_error(result, "invalid choice: 'explode'", "stall")
+
+
+def test_proxy_latency_without_delay(listening_port):
+    result = run_cli("proxy", "--upstream", f"ws://127.0.0.1:{listening_port}", "--fault", "latency", "--delay", "0")
+    assert_one_line_error(result, "--delay")
+
+
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("http://127.0.0.1:8765", "must start with ws://"),
+        ("https://127.0.0.1:8765", "needs wss://"),
+        ("127.0.0.1:8765", "not a WebSocket URL"),
+        ("ws://127.0.0.1", "has no port"),
+        ("ws://127.0.0.1:99999", "invalid port"),
+        ("ws://:8765", "has no host"),
+    ],
+)
+def test_proxy_malformed_upstream_url(url, fragment):
+    assert_one_line_error(run_cli("proxy", "--upstream", url), "--upstream", fragment)
+
+
+@pytest.mark.parametrize(
+    "listen, fragment",
+    [
+        ("127.0.0.1", "not HOST:PORT"),
+        ("127.0.0.1:http", "not a port number"),
+        ("127.0.0.1:70000", "out of range"),
+        ("192.0.2.1:0", "not on this machine"),  # a documentation address: never local
+    ],
+)
+def test_proxy_bad_listen(listening_port, listen, fragment):
+    result = run_cli("proxy", "--upstream", f"ws://127.0.0.1:{listening_port}", "--listen", listen)
+    assert_one_line_error(result, fragment)
+
+
+@pytest.mark.parametrize("args", [["--port", "x"], ["--ping-interval", "-1"], ["--server", "nope"]])
+def test_serve_bad_options(args):
+    assert_one_line_error(run_cli("serve", *args), args[0])
+
+
+# -- serve ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_prints_a_url_clients_connect_to_and_stops_on_signal(running, sig):
+    server = running("serve", "--broadcast-interval", "0.1")
+    url = server.line()
+    assert url.startswith("ws://127.0.0.1:")
+    with connect(url, open_timeout=10) as ws:
+        message = ws.recv(timeout=10)
+        assert isinstance(message, bytes) and message.split()[0].isdigit()
+        server.wait_for(" open ")
+    server.wait_for(" closed ")
+    started = time.monotonic()
+    server.proc.send_signal(sig)
+    assert server.proc.wait(timeout=DEADLINE) == 0
+    assert time.monotonic() - started < 5
+    err = server.stderr()
+    assert "Traceback" not in err, err
+
+
+# -- proxy ------------------------------------------------------------------------
+
+
+def test_proxy_relays_and_obeys_reset_from_stdin(running):
+    server = running("serve", "--broadcast-interval", "0.1")
+    proxy = running("proxy", "--upstream", server.line())
+    url = proxy.line()
+    assert url.startswith("ws://127.0.0.1:")
+    with connect(url, open_timeout=10) as ws:
+        ws.recv(timeout=10)  # a broadcast, relayed
+        proxy.wait_for(" open")
+        proxy.send("status")
+        assert "p1" in proxy.wait_for("p1 ") and "bytes" in proxy.seen[-1]
+        proxy.send("reset")
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosedError) as caught:
+            while time.monotonic() - started < DEADLINE:
+                ws.recv(timeout=DEADLINE)
+        assert time.monotonic() - started < 5
+        assert caught.value.rcvd is None  # no close frame: the TCP connection was reset
+    proxy.wait_for("fault                reset")
+    server.wait_for("ConnectionResetError")
+    proxy.send("quit")
+    assert proxy.proc.wait(timeout=DEADLINE) == 0
+    assert "Traceback" not in proxy.stderr()
+
+
+def test_proxy_reports_bad_stdin_commands_and_keeps_running(running):
+    server = running("serve", "--broadcast-interval", "0")
+    proxy = running("proxy", "--upstream", server.line())
+    url = proxy.line()
+    for command in ("explode", "latency", "latency soon", "stall p9", "stall p1 p2"):
+        proxy.send(command)
+    proxy.send("status")
+    proxy.wait_for("fault=pass")
+    with connect(url, open_timeout=10):
+        proxy.wait_for(" open")
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=DEADLINE) == 0
+    err = proxy.stderr()
+    assert "Traceback" not in err
+    for fragment in ("unknown command 'explode'", "latency needs seconds", "'soon' is not a number",
+                     "no open proxy connection 'p9'", "at most one connection label"):
+        assert fragment in err, (fragment, err)
