@@ -331,12 +331,14 @@ class Lab:
             if resource is not None:
                 await _close_one(resource)
             return
-        order = (asyncio.Task, ClientConnection, FaultProxy, LabServer)
-        items = sorted(self._resources.items(), key=lambda kv: next(
-            (i for i, kind in enumerate(order) if isinstance(kv[1], kind)), len(order)))
+        # Proxies go before clients: a client behind a stalled proxy would
+        # otherwise wait out its close deadline. Each kind closes concurrently.
+        order = (asyncio.Task, FaultProxy, ClientConnection, LabServer)
+        resources = list(self._resources.values())
         self._resources.clear()
-        for _, resource in items:
-            await _close_one(resource)
+        for kind in order:
+            await asyncio.gather(*(_close_one(r) for r in resources if isinstance(r, kind)))
+        await asyncio.gather(*(_close_one(r) for r in resources if not isinstance(r, order)))
 
     async def __aenter__(self) -> Lab:
         return self

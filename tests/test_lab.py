@@ -1,0 +1,237 @@
+"""The lab runtime: cleanup leaves nothing behind, bad input gives one clear line, nothing prints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import sys
+
+import pytest
+from websockets.exceptions import ConnectionClosedError
+
+import wslab
+from wslab import Lab, LabError, check_url
+
+
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds, read from /proc (Linux) or by probing fds."""
+    if os.path.isdir("/proc/self/fd"):
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                    count += 1
+            except OSError:
+                pass
+        return count
+    count = 0
+    for fd in range(3, 4096):
+        try:
+            socket.socket(fileno=os.dup(fd)).close()
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
+def pending_tasks() -> int:
+    return len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])
+
+
+async def test_repeated_start_and_close_leaves_no_socket_and_no_task():
+    async def one_cycle(lab: Lab):
+        server = await lab.serve(echo, name="echo", ping_interval=0.5)
+        proxy = await lab.proxy(server, name="proxy")
+        direct = await lab.connect(server.url, name="direct")
+        relayed = await lab.connect(proxy.url, name="relayed")
+        await proxy.set_fault("stall", conn=proxy.connections[0])
+        lab.spawn(asyncio.sleep(3600), name="sleeper")
+        await direct.send("x")
+        await direct.recv()
+        del relayed
+
+    # Warm up once: the first cycle imports modules and creates lazy singletons.
+    async with Lab() as lab:
+        await one_cycle(lab)
+    await asyncio.sleep(0.1)
+    sockets_before, tasks_before = open_sockets(), pending_tasks()
+    for _ in range(15):
+        async with Lab() as lab:
+            await one_cycle(lab)
+    await asyncio.sleep(0.2)
+    assert open_sockets() == sockets_before
+    assert pending_tasks() == tasks_before
+
+
+async def test_rerunning_a_cell_replaces_the_named_server():
+    lab = await wslab.new_lab()
+    first = await lab.serve(echo, name="echo")
+    old_port = first.port
+    second = await lab.serve(echo, name="echo")  # the same cell, run again
+    assert first.server is None, "the first server must be closed"
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", old_port)
+    ws = await lab.connect(second.url, name="client")
+    await ws.send("hi")
+    assert await ws.recv() == "hi"
+    lab_again = await wslab.new_lab()  # the notebook's first cell, run again
+    assert lab_again is not lab and lab.names == []
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", second.port)
+    await lab_again.close()
+
+
+async def test_servers_bind_to_loopback_by_default():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        assert server.server.sockets[0].getsockname()[0] == "127.0.0.1"
+        assert proxy._listener.sockets[0].getsockname()[0] == "127.0.0.1"
+
+
+async def test_busy_port_is_one_clear_line():
+    async with Lab() as lab:
+        taken = await lab.serve(echo, name="first")
+        with pytest.raises(LabError, match=rf"^port {taken.port} on 127.0.0.1 is already in use: .*port 0"):
+            await lab.serve(echo, name="second", port=taken.port)
+        with pytest.raises(LabError, match="already in use"):
+            await lab.proxy(taken, name="proxy", port=taken.port)
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://127.0.0.1:8765", r"not a WebSocket URL: it must start with ws:// or wss:// \(an https:// page needs wss://\)"),
+        ("127.0.0.1:8765", "not a WebSocket URL"),
+        ("ws://127.0.0.1:notaport", "invalid port"),
+        ("ws://:8765", "has no host"),
+    ],
+)
+def test_malformed_urls_are_one_clear_line(url, message):
+    with pytest.raises(LabError, match=message):
+        check_url(url)
+
+
+async def test_no_server_is_one_clear_line():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    async with Lab() as lab:
+        with pytest.raises(LabError, match=rf"nothing is listening at ws://127.0.0.1:{free_port} .*is the server running"):
+            await lab.connect(f"ws://127.0.0.1:{free_port}", name="client")
+        with pytest.raises(LabError, match="is not accepting connections.*start the server first"):
+            await lab.proxy(free_port, name="proxy")
+
+
+async def test_silent_server_hits_the_open_deadline():
+    async def accept_and_say_nothing(reader, writer):
+        await asyncio.sleep(10)
+
+    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        async with Lab() as lab:
+            with pytest.raises(LabError, match="did not complete the opening handshake within 0.5 s"):
+                await lab.connect(f"ws://127.0.0.1:{port}", name="client", open_timeout=0.5)
+    finally:
+        silent.close()
+
+
+async def test_tls_verification_failure_is_one_clear_line():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="tls", ssl=server_context)
+        url = f"wss://127.0.0.1:{server.port}"
+        # The default context trusts the system CAs, not our test CA.
+        with pytest.raises(LabError, match="TLS certificate verification failed.*pass ssl= a context that trusts"):
+            await lab.connect(url, name="untrusting")
+        trusting = ssl.create_default_context()
+        ca.configure_trust(trusting)
+        ws = await lab.connect(url, name="trusting", ssl=trusting)
+        await ws.send("over TLS")
+        assert await ws.recv() == "over TLS"
+
+
+async def test_a_handler_that_raises_is_recorded_not_printed(capfd):
+    async def buggy(ws):
+        await ws.recv()
+        raise KeyError("session-42")
+
+    async with Lab() as lab:
+        server = await lab.serve(buggy, name="buggy")
+        ws = await lab.connect(server.url, name="client")
+        await ws.send("trigger")
+        with pytest.raises(ConnectionClosedError) as closed:
+            await asyncio.wait_for(ws.recv(), 2)
+        assert closed.value.rcvd.code == 1011
+        [error] = lab.timeline.select(kind="handler-error")
+        assert error.detail == "test_a_handler_that_raises_is_recorded_not_printed.<locals>.buggy raised KeyError: 'session-42'"
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+async def test_background_task_errors_are_recorded_not_printed(capfd):
+    async def crash():
+        raise RuntimeError("boom")
+
+    async with Lab() as lab:
+        lab.spawn(crash(), name="crasher")
+        await asyncio.sleep(0.05)
+        [event] = lab.timeline.select(source="crasher")
+        assert event.kind == "task-error" and "RuntimeError('boom')" in event.detail
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+async def test_lab_error_renders_as_one_line_in_ipython():
+    error = LabError("port 1 on 127.0.0.1 is already in use")
+    lines = error._render_traceback_()
+    assert len(lines) == 1 and "already in use" in lines[0]
+
+
+async def test_events_table_is_stable_without_times():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        ws = await lab.connect(server.url, name="client")
+        await ws.close()
+        await asyncio.sleep(0.05)
+        table = lab.events(times=False, source="echo")
+    assert table.header() == ["source", "conn", "event", "code", "detail"]
+    assert [row[2] for row in table.rows()] == ["listening", "open", "handler-exit", "closed"]
+    assert [row[3] for row in table.rows()] == ["", "", "", "1000"]
+    assert "t (s)" not in str(table) and "t (s)" not in table._repr_html_()
+
+
+async def test_restart_really_closes_the_listening_socket():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        ws = await lab.connect(server.url, name="client")
+        await server.stop(code=1012, reason="service restart")
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", server.port)
+        with pytest.raises(ConnectionClosedError) as closed:
+            await asyncio.wait_for(ws.recv(), 2)
+        assert closed.value.rcvd.code == 1012
+        await server.start()
+        again = await lab.connect(server.url, name="client")
+        await again.send("back")
+        assert await again.recv() == "back"
+
+
+def test_wslab_imports_without_a_running_loop():
+    # Importing must not start anything: a student imports it before the first await.
+    code = "import wslab, asyncio; assert wslab.current_lab() is None; print('ok')"
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr
