@@ -1,0 +1,59 @@
+"""The two install paths (pip with pyproject.toml, conda with environment.yml) stay in step."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _normalise(requirement: str) -> tuple[str, str]:
+    name, spec = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", requirement).groups()
+    return re.sub(r"[-_.]+", "-", name).lower(), spec.replace(" ", "")
+
+
+def pyproject_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["test"]
+    return dict(_normalise(r) for r in requirements)
+
+
+def conda_requirements() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    found = {}
+    for entry in env["dependencies"]:
+        items = entry["pip"] if isinstance(entry, dict) else [entry]
+        for item in items:
+            if item.startswith("-e") or item.split(">")[0].split("=")[0] in ("python", "pip"):
+                continue
+            name, spec = _normalise(item)
+            found[name] = spec
+    return found
+
+
+def test_environment_yml_declares_the_same_dependencies_as_pyproject():
+    assert conda_requirements() == pyproject_requirements()
+
+
+def test_environment_yml_installs_this_package_from_conda_forge_only():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge", "nodefaults"]
+    pip_section = next(e["pip"] for e in env["dependencies"] if isinstance(e, dict))
+    assert "-e ." in pip_section
+    assert "python>=3.11" in env["dependencies"]
+
+
+def test_python_floor_matches_websockets_17():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"
+    assert sys.version_info >= (3, 11)
+
+
+def test_nest_asyncio_is_the_maintained_fork():
+    names = set(pyproject_requirements())
+    assert "nest-asyncio2" in names and "nest-asyncio" not in names
