@@ -1,0 +1,75 @@
+"""The seed's two OS errors, reproduced for real on loopback, and the kernel queue readers."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import time
+
+import pytest
+
+from wslab.tcp import HAS_USER_TIMEOUT, reproduce_seed_errors, unread_bytes, unsent_bytes
+
+linux_only = pytest.mark.skipif(
+    not HAS_USER_TIMEOUT, reason=f"TCP_USER_TIMEOUT is Linux-only; {sys.platform} uses the portable path"
+)
+
+
+@linux_only
+def test_reader_times_out_and_writer_gets_broken_pipe_like_the_seed():
+    start = time.monotonic()
+    result = reproduce_seed_errors(user_timeout=2.0, deadline=10.0)
+    took = time.monotonic() - start
+    assert result.method == "TCP_USER_TIMEOUT"
+    assert isinstance(result.reader_error, TimeoutError)
+    assert result.reader_error.errno == errno.ETIMEDOUT == 110
+    assert result.reader_line == "TimeoutError: [Errno 110] Connection timed out"
+    assert isinstance(result.writer_error, BrokenPipeError)
+    assert result.writer_error.errno == errno.EPIPE == 32
+    assert result.writer_line == "BrokenPipeError: [Errno 32] Broken pipe"
+    assert result.matches_seed
+    # The kernel gives up after the user timeout, not before; the writer fails right after the reader.
+    assert 1.5 < result.reader_after < 8.0
+    assert result.reader_after <= result.writer_after < result.reader_after + 2.0
+    assert result.bytes_accepted > 0
+    assert took < 10.0 + 3.0
+
+
+def test_portable_path_gives_a_timeout_without_errno_and_a_write_error():
+    result = reproduce_seed_errors(user_timeout=0.5, deadline=5.0, portable=True)
+    assert result.method == "portable"
+    assert isinstance(result.reader_error, TimeoutError)
+    assert result.reader_error.errno is None  # Python's socket timeout, not the kernel's ETIMEDOUT
+    assert isinstance(result.writer_error, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
+    assert not result.matches_seed
+    assert 0.3 < result.reader_after < 4.0
+
+
+def test_deadline_bounds_the_run_and_sockets_are_closed():
+    # A user timeout longer than the deadline: nothing fails in time, the call still returns.
+    if HAS_USER_TIMEOUT:
+        start = time.monotonic()
+        result = reproduce_seed_errors(user_timeout=30.0, deadline=1.0)
+        assert time.monotonic() - start < 1.0 + 3.0
+        assert result.reader_error is None and result.writer_error is None
+    else:
+        pytest.skip(f"TCP_USER_TIMEOUT is Linux-only; {sys.platform} has no kernel timeout to outlast")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TIOCOUTQ is read on Linux only")
+def test_queue_readers_see_bytes_nobody_read():
+    listener = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(listener.getsockname(), timeout=2)
+    b, _ = listener.accept()
+    try:
+        a.sendall(b"x" * 1000)
+        deadline = time.monotonic() + 2
+        while unread_bytes(b) != 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert unread_bytes(b) == 1000
+        assert unsent_bytes(a) == 0  # on loopback the peer's kernel acknowledged them at once
+        assert unsent_bytes(None) is None
+    finally:
+        for sock in (a, b, listener):
+            sock.close()

@@ -1,0 +1,246 @@
+"""The TCP layer under a WebSocket: the seed's two OS errors, and the bytes a kernel holds.
+
+The blog post's Tomcat log shows two errors from the operating system, not
+from WebSocket code: ``Connection timed out`` from a socket read and
+``Broken pipe`` from a socket write. :func:`reproduce_seed_errors` gets the
+same two, for real, from two sockets on 127.0.0.1::
+
+    >>> result = reproduce_seed_errors()
+    >>> print(result.reader_line)
+    TimeoutError: [Errno 110] Connection timed out
+    >>> print(result.writer_line)
+    BrokenPipeError: [Errno 32] Broken pipe
+
+On Linux it sets ``TCP_USER_TIMEOUT`` on the server's socket, so the kernel
+gives up on a peer that stopped reading after 2 s instead of many minutes.
+Other systems have no ``TCP_USER_TIMEOUT``: there it shows the nearest
+portable equivalent, and says so in :attr:`SeedErrors.method`.
+
+:func:`unsent_bytes` and :func:`unread_bytes` read how many bytes the kernel
+holds in a socket's send and receive queues: where the data "accepted" by a
+vanished peer really is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+try:  # POSIX only
+    import fcntl
+    import termios
+except ImportError:  # pragma: no cover - Windows
+    fcntl = termios = None  # type: ignore[assignment]
+
+__all__ = ["SeedErrors", "reproduce_seed_errors", "unsent_bytes", "unread_bytes"]
+
+# TCP_USER_TIMEOUT exists on Linux only (since 2.6.37).
+HAS_USER_TIMEOUT = hasattr(socket, "TCP_USER_TIMEOUT")
+
+# The writer's chunk, and how long it waits when the kernel has no room.
+_CHUNK = 4096
+_RETRY = 0.05
+
+
+@dataclass
+class SeedErrors:
+    """What a reader and a writer on a dying TCP connection got from the kernel.
+
+    Attributes:
+        method: ``"TCP_USER_TIMEOUT"`` (Linux) or ``"portable"`` (elsewhere).
+        reader_error: The exception ``recv()`` raised, or None if it raised none.
+        reader_after: When, in seconds since the peer stopped reading.
+        writer_error: The exception ``send()`` raised, or None.
+        writer_after: When, in seconds since the peer stopped reading.
+        bytes_accepted: How many bytes ``send()`` accepted before the error:
+            the kernel took them, nobody ever read them.
+        user_timeout: The ``TCP_USER_TIMEOUT`` set, in seconds (None if not set).
+    """
+
+    method: str
+    reader_error: BaseException | None
+    reader_after: float | None
+    writer_error: BaseException | None
+    writer_after: float | None
+    bytes_accepted: int
+    user_timeout: float | None
+
+    @property
+    def reader_line(self) -> str:
+        """The reader's error as the last line of its traceback: ``TimeoutError: [Errno 110] ...``."""
+        return _line(self.reader_error)
+
+    @property
+    def writer_line(self) -> str:
+        """The writer's error as the last line of its traceback: ``BrokenPipeError: [Errno 32] ...``."""
+        return _line(self.writer_error)
+
+    @property
+    def matches_seed(self) -> bool:
+        """True when the reader got ETIMEDOUT and the writer EPIPE, as in the seed's log."""
+        return (
+            isinstance(self.reader_error, TimeoutError)
+            and getattr(self.reader_error, "errno", None) == errno.ETIMEDOUT
+            and isinstance(self.writer_error, BrokenPipeError)
+            and self.writer_error.errno == errno.EPIPE
+        )
+
+
+def _line(exc: BaseException | None) -> str:
+    if exc is None:
+        return "(no error)"
+    return "".join(traceback.format_exception_only(exc)).strip()
+
+
+def reproduce_seed_errors(
+    *, user_timeout: float = 2.0, deadline: float = 10.0, portable: bool | None = None
+) -> SeedErrors:
+    """Make the kernel raise the seed's two errors on a real loopback TCP connection.
+
+    A peer connects and never reads. The server's socket has a small send
+    buffer; one thread keeps writing to it (non-blocking, retrying every
+    50 ms when the kernel has no room) and another is blocked in ``recv()``.
+
+    * With ``TCP_USER_TIMEOUT`` (Linux), the kernel gives up on the peer
+      ``user_timeout`` seconds after its receive window closed: the blocked
+      reader gets ``TimeoutError: [Errno 110] Connection timed out``, then the
+      writer's next ``send()`` gets ``BrokenPipeError: [Errno 32] Broken pipe``.
+    * ``portable=True`` (the default where ``TCP_USER_TIMEOUT`` is missing):
+      the reader's socket has a ``user_timeout`` timeout, so ``recv()`` raises
+      ``TimeoutError('timed out')``, raised by Python, not by the kernel, and
+      without an errno; the peer then closes, and writing to a connection the
+      peer has closed raises ``BrokenPipeError`` (or ``ConnectionResetError``).
+
+    It never waits more than ``deadline`` seconds and always closes its sockets.
+
+    Args:
+        user_timeout: Seconds before the kernel (or the socket timeout) gives up.
+        deadline: Seconds after which everything stops, errors or not.
+        portable: Force the portable path (True) or the Linux one (False).
+    """
+    if portable is None:
+        portable = not HAS_USER_TIMEOUT
+    if not portable and not HAS_USER_TIMEOUT:
+        raise RuntimeError(f"TCP_USER_TIMEOUT is not available on {sys.platform}: use portable=True")
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server: socket.socket | None = None
+    try:
+        # The peer reads nothing: a small receive buffer makes its window close fast.
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _CHUNK)
+        peer.settimeout(deadline)
+        peer.connect(listener.getsockname())
+        listener.settimeout(deadline)
+        server, _ = listener.accept()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _CHUNK)
+        if portable:
+            return _run_portable(server, peer, user_timeout, deadline)
+        server.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(user_timeout * 1000))
+        return _run_threads(server, "TCP_USER_TIMEOUT", user_timeout, deadline)
+    finally:
+        for sock in (server, peer, listener):
+            if sock is not None:
+                sock.close()
+
+
+def _run_portable(server: socket.socket, peer: socket.socket, user_timeout: float, deadline: float) -> SeedErrors:
+    # No kernel timeout: the reader's socket timeout stands in for it, and the
+    # peer closing its socket when the reader gives up stands in for the
+    # kernel tearing the connection down.
+    server.settimeout(user_timeout)
+    return _run_threads(server, "portable", None, deadline, peer=peer)
+
+
+def _run_threads(
+    server: socket.socket,
+    method: str,
+    user_timeout: float | None,
+    deadline: float,
+    *,
+    peer: socket.socket | None = None,
+) -> SeedErrors:
+    """Run a blocked reader and a persistent writer on ``server`` until both fail or ``deadline``."""
+    results: dict[str, tuple[BaseException | None, float | None]] = {}
+    accepted = 0
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def reader() -> None:
+        try:
+            data = server.recv(1)  # blocks: the peer never sends anything
+            results["reader"] = (None if data == b"" else RuntimeError(f"unexpected data {data!r}"), None)
+        except OSError as exc:  # TimeoutError is an OSError
+            results["reader"] = (exc, time.monotonic() - start)
+            if peer is not None:
+                # Portable path: the peer goes away once the reader has given up.
+                with contextlib.suppress(OSError):
+                    peer.close()
+
+    def writer() -> None:
+        nonlocal accepted
+        chunk = b"x" * _CHUNK
+        while not stop.is_set():
+            try:
+                accepted += _send_nowait(server, chunk)
+            except (BlockingIOError, InterruptedError):
+                stop.wait(_RETRY)  # the kernel has no room: try again soon, like a selector would
+            except OSError as exc:
+                if isinstance(exc, TimeoutError) and exc.errno is None:
+                    continue  # Python's own socket timeout (Windows path): no room yet
+                results["writer"] = (exc, time.monotonic() - start)
+                return
+
+    threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
+    for thread in threads:
+        thread.start()
+    end = start + deadline
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    stop.set()
+    if any(thread.is_alive() for thread in threads):
+        # Past the deadline: wake a reader still blocked in recv().
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(1.0)
+    reader_error, reader_after = results.get("reader", (None, None))
+    writer_error, writer_after = results.get("writer", (None, None))
+    return SeedErrors(method, reader_error, reader_after, writer_error, writer_after, accepted, user_timeout)
+
+
+def _send_nowait(sock: socket.socket, data: bytes) -> int:
+    """``send()`` that never blocks: BlockingIOError when the kernel has no room."""
+    if hasattr(socket, "MSG_DONTWAIT"):
+        return sock.send(data, socket.MSG_DONTWAIT)
+    return sock.send(data)  # Windows: the socket's own timeout bounds it
+
+
+def unsent_bytes(sock: socket.socket | None) -> int | None:
+    """Bytes in ``sock``'s kernel send queue, not yet acknowledged by the peer (Linux; else None)."""
+    request = getattr(termios, "TIOCOUTQ", None) if termios else None
+    if sock is None or request is None or not sys.platform.startswith("linux"):
+        return None
+    return _ioctl_int(sock, request)
+
+
+def unread_bytes(sock: socket.socket | None) -> int | None:
+    """Bytes in ``sock``'s kernel receive queue that the application has not read (None if unknown)."""
+    request = getattr(termios, "FIONREAD", None) if termios else None
+    if sock is None or request is None:
+        return None
+    return _ioctl_int(sock, request)
+
+
+def _ioctl_int(sock: socket.socket, request: int) -> int | None:
+    try:
+        raw = fcntl.ioctl(sock.fileno(), request, struct.pack("i", 0))
+    except OSError:
+        return None
+    return struct.unpack("i", raw)[0]
