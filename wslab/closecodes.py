@@ -1,0 +1,176 @@
+"""WebSocket close codes (RFC 6455, section 7.4), and whether a client should reconnect after each.
+
+A browser hands ``onclose`` a ``CloseEvent`` with a ``code``; websockets
+reports the same number as ``ws.close_code``. This module names every code
+and holds the table a reconnecting client reads to decide what to do::
+
+    >>> describe(1006)
+    '1006 abnormal closure: the connection ended without a close frame (never sent on the wire)'
+    >>> should_retry(1008)
+    False
+
+The table is a plain dict, visible and configurable. Keys are codes or
+ranges of codes; an exact code wins over a range::
+
+    my_table = {**RETRY, 4000: True}    # our server's 4000 means "come back later"
+    ReconnectingClient(url, retry_table=my_table)
+
+A close the *user* asked for (``client.close()``) never reconnects, whatever
+the table says: that decision is made before the table is read.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+__all__ = ["CloseCode", "CODES", "RETRY", "describe", "name", "should_retry", "retry_reason", "table"]
+
+
+@dataclass(frozen=True)
+class CloseCode:
+    """One registered close code.
+
+    Attributes:
+        code: The number.
+        name: Its short name in RFC 6455.
+        meaning: One line: when an endpoint uses it.
+        on_the_wire: False for the codes that are only *reported* locally
+            (1005, 1006, 1015) and must never be sent in a close frame.
+    """
+
+    code: int
+    name: str
+    meaning: str
+    on_the_wire: bool = True
+
+
+CODES: dict[int, CloseCode] = {c.code: c for c in [
+    CloseCode(1000, "normal closure", "the purpose of the connection is fulfilled"),
+    CloseCode(1001, "going away", "the server is shutting down or the browser left the page"),
+    CloseCode(1002, "protocol error", "the peer broke the WebSocket protocol"),
+    CloseCode(1003, "unsupported data", "the peer got a type of data it cannot accept (e.g. binary)"),
+    CloseCode(1005, "no status received", "a close frame arrived without a code", on_the_wire=False),
+    CloseCode(1006, "abnormal closure", "the connection ended without a close frame", on_the_wire=False),
+    CloseCode(1007, "invalid payload data", "a message was not valid for its type (e.g. bad UTF-8)"),
+    CloseCode(1008, "policy violation", "the peer broke a rule of the application (e.g. not allowed)"),
+    CloseCode(1009, "message too big", "a message was larger than the peer accepts"),
+    CloseCode(1010, "mandatory extension", "the server did not negotiate an extension the client needs"),
+    CloseCode(1011, "internal error", "the server hit an unexpected condition (or a keepalive ping timed out)"),
+    CloseCode(1012, "service restart", "the server is restarting: reconnect in a moment"),
+    CloseCode(1013, "try again later", "the server is overloaded: reconnect later"),
+    CloseCode(1014, "bad gateway", "a gateway or proxy got an invalid answer from upstream"),
+    CloseCode(1015, "TLS handshake failure", "the TLS handshake failed", on_the_wire=False),
+]}
+
+
+def name(code: int | None) -> str:
+    """A short name for any code, registered or not: ``name(4001) == 'private (4000-4999)'``."""
+    if code is None:
+        return "no code"
+    if code in CODES:
+        return CODES[code].name
+    if 3000 <= code <= 3999:
+        return "registered (3000-3999)"
+    if 4000 <= code <= 4999:
+        return "private (4000-4999)"
+    return "unassigned"
+
+
+def describe(code: int | None) -> str:
+    """``code``, its name and its meaning, in one line."""
+    if code is None:
+        return "no code: the connection is not closed"
+    if code in CODES:
+        c = CODES[code]
+        tail = "" if c.on_the_wire else " (never sent on the wire)"
+        return f"{code} {c.name}: {c.meaning}{tail}"
+    if 3000 <= code <= 3999:
+        return f"{code} registered (3000-3999): defined by a library or framework, registered with IANA"
+    if 4000 <= code <= 4999:
+        return f"{code} private (4000-4999): defined by this application, agreed between client and server"
+    return f"{code} unassigned: not a valid close code"
+
+
+# Whether to reconnect after a close with this code. Exact codes win over ranges.
+RETRY: dict[int | range, bool] = {
+    # The server closed on purpose and would do it again: reconnecting repeats the same failure.
+    1002: False,  # protocol error: our bytes are wrong, they will be wrong again
+    1003: False,  # unsupported data: same messages, same answer
+    1007: False,  # invalid payload: same
+    1008: False,  # policy violation: e.g. not authorised; hammering it does not help
+    1009: False,  # message too big: same
+    1010: False,  # mandatory extension: a configuration mismatch, not a glitch
+    1015: False,  # TLS handshake failure: certificates don't fix themselves
+    range(3000, 4000): False,  # registered codes (3000 unauthorized, 3003 forbidden): mostly auth
+    range(4000, 5000): False,  # private codes: application policy (banned, kicked, logged out)
+    # Transient: the server or the network will be back.
+    1000: True,   # normal closure *from the server* (the user's own close never retries)
+    1001: True,   # going away: the server is shutting down, another one will take over
+    1005: True,   # no status: the server closed without saying why
+    1006: True,   # abnormal: the link died (reset, vanished peer, killed process)
+    1011: True,   # internal error, also a keepalive ping timeout
+    1012: True,   # service restart
+    1013: True,   # try again later
+    1014: True,   # bad gateway
+}
+
+def _lookup(code: int, table: dict[int | range, bool]) -> tuple[bool, int | range] | None:
+    if code in table:
+        return table[code], code
+    for key, retry in table.items():
+        if isinstance(key, range) and code in key:
+            return retry, key
+    return None
+
+
+def should_retry(code: int | None, table: dict[int | range, bool] = RETRY, *, default: bool = True) -> bool:
+    """Whether a client should reconnect after a close with ``code``.
+
+    ``None`` (no close code at all) counts as 1006. Codes the table doesn't
+    list use ``default``: reconnecting is what ReconnectingWebSocket always does.
+    """
+    found = _lookup(1006 if code is None else code, table)
+    return default if found is None else found[0]
+
+
+def retry_reason(code: int | None, table: dict[int | range, bool] = RETRY, *, default: bool = True) -> str:
+    """One line saying what the table decides for ``code`` and which entry decided it."""
+    code = 1006 if code is None else code
+    found = _lookup(code, table)
+    if found is None:
+        verdict, why = default, "not in the table: default"
+    else:
+        verdict, key = found
+        why = f"table entry {key.start}-{key.stop - 1}" if isinstance(key, range) else "table entry"
+    return f"{'retry' if verdict else 'stop'}: {describe(code)} ({why})"
+
+
+class _Table:
+    """The retry table as rows: text in a terminal and nbval, HTML in JupyterLab."""
+
+    def __init__(self, table: dict[int | range, bool]) -> None:
+        self.rows = []
+        for key in sorted(table, key=lambda k: k.start if isinstance(k, range) else k):
+            label = f"{key.start}-{key.stop - 1}" if isinstance(key, range) else str(key)
+            self.rows.append([label, name(key.start if isinstance(key, range) else key),
+                              "retry" if table[key] else "stop"])
+
+    def __str__(self) -> str:
+        rows = [["code", "name", "decision"]] + self.rows
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in r) + "</tr>"
+                       for r in self.rows)
+        return f"<table><thead><tr><th>code</th><th>name</th><th>decision</th></tr></thead><tbody>{body}</tbody></table>"
+
+
+def table(retry_table: dict[int | range, bool] = RETRY) -> _Table:
+    """The retry table, sorted by code, for display."""
+    return _Table(retry_table)
