@@ -1,0 +1,443 @@
+"""A reconnecting WebSocket client: the seed's ReconnectingWebSocket, in Python.
+
+The blog post's fix for the client side is one line of JavaScript::
+
+    let ws = new ReconnectingWebSocket('ws://host:port');
+
+which, inside, is ``ws.onclose = () => setTimeout(connect, delay)`` with a
+delay that grows. :class:`ReconnectingClient` is that loop, built on
+websockets' :func:`~websockets.asyncio.client.connect`, plus what the JavaScript
+library leaves out: jitter, a close-code table, a bounded send buffer and the
+recovery of missed messages. In a notebook::
+
+    client = ReconnectingClient(server.url, timeline=lab.timeline, name="alice", min_delay=0.05)
+    lab.spawn(client.run(), name="alice")   # runs in the background, never prints
+    await client.wait_open(timeout=5)
+    await client.send("hello")              # kept in the buffer while disconnected
+    ...
+    await lab.close()                       # cancels run(): the connection closes with 1000
+
+Every event goes on the timeline, with the browser's names: ``connecting``,
+``open`` (first or reconnect), ``message``, ``close`` (code, reason,
+wasClean), ``error``, ``give-up``; and ``retry`` (the delay chosen), ``gap``,
+``duplicate``, ``resync`` and ``buffer-full``. The same events can call your
+functions: set ``client.on_open``, ``on_message``, ``on_close``, ``on_error``
+or ``on_give_up``, as you would set ``ws.onclose`` in a browser.
+
+Read :meth:`ReconnectingClient.run` first: the rest serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import process_exception
+from websockets.exceptions import ConnectionClosed
+
+from . import closecodes
+from .backoff import Backoff
+from .lab import LabError, check_url
+from .servers import decode_message
+from .timeline import Timeline, TimelineLogHandler, describe_exception
+
+__all__ = ["ReconnectingClient", "CloseEvent", "Message", "BufferFull"]
+
+# How long closing a connection may take before the client aborts it.
+CLOSE_DEADLINE = 1.0
+
+
+class BufferFull(LabError):
+    """:meth:`ReconnectingClient.send` while disconnected, with the outbound buffer full."""
+
+
+@dataclass(frozen=True)
+class CloseEvent:
+    """What a browser passes to ``onclose``.
+
+    Attributes:
+        code: The close code received, 1006 if no close frame arrived.
+        reason: The reason received, ``""`` if none.
+        was_clean: True only if the closing handshake completed (a close
+            frame went each way) before TCP closed.
+    """
+
+    code: int
+    reason: str
+    was_clean: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received message. ``seq`` is its number if the server numbers them (:class:`~wslab.servers.ReplayServer`)."""
+
+    data: str | bytes
+    seq: int | None = None
+
+
+class ReconnectingClient:
+    """Connect, and reconnect after every close, with backoff, until closed or giving up.
+
+    Options mirror ReconnectingWebSocket's (``reconnectInterval``,
+    ``maxReconnectInterval``, ``reconnectDecay``, ``timeoutInterval``,
+    ``maxReconnectAttempts``), and its defaults are the same, except ``jitter``.
+
+    Args:
+        url: ``ws://`` or ``wss://`` URL of the server.
+        name: Source name of this client's events on the timeline.
+        timeline: Where to record events; a new one if None.
+        min_delay: First delay before reconnecting, in seconds.
+        max_delay: Longest delay, in seconds.
+        factor: Growth of the delay per failed attempt.
+        jitter: ``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``
+            (see :class:`~wslab.backoff.Backoff`).
+        backoff: A ready :class:`~wslab.backoff.Backoff`; replaces the four
+            options above.
+        open_timeout: Seconds an attempt (TCP + opening handshake) may take.
+        max_retries: Give up after this many reconnection attempts in a row
+            without a connection lasting ``min_uptime``. None: never give up.
+        min_uptime: A connection must stay open this long, in seconds, for the
+            backoff (and the retry count) to start again from the beginning,
+            so that a server that accepts then drops at once is not hammered.
+        retry_table: Close code -> reconnect or not (:data:`wslab.closecodes.RETRY`).
+        buffer_size: How many messages :meth:`send` keeps while disconnected.
+        recover: Ask the server to replay missed messages on reconnect (by
+            putting ``last_seq`` in the URL). Sequence numbers are tracked,
+            and gaps and duplicates recorded, either way.
+        record_messages: Record a ``message`` event for every message.
+        clock: Returns seconds; inject a fake one to replay a run exactly.
+        rng: Random generator for the jitter (``seed`` makes a private one).
+        seed: Seed for the jitter's random generator.
+        connect_options: Passed to websockets' ``connect``, e.g.
+            ``ping_interval=0.5, ping_timeout=0.5, close_timeout=0.5``. Keepalive
+            is websockets' default (20 s + 20 s): it is how a vanished link is
+            noticed at all.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "client",
+        timeline: Timeline | None = None,
+        min_delay: float = 1.0,
+        max_delay: float = 30.0,
+        factor: float = 1.5,
+        jitter: str = "none",
+        backoff: Backoff | None = None,
+        open_timeout: float = 2.0,
+        max_retries: int | None = None,
+        min_uptime: float = 5.0,
+        retry_table: dict[int | range, bool] = closecodes.RETRY,
+        buffer_size: int = 100,
+        recover: bool = True,
+        record_messages: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        seed: int | None = None,
+        **connect_options: Any,
+    ) -> None:
+        self.url = check_url(url)
+        self.name = name
+        self.timeline = timeline if timeline is not None else Timeline(clock)
+        self.backoff = backoff if backoff is not None else Backoff(
+            min_delay=min_delay, max_delay=max_delay, factor=factor, jitter=jitter, seed=seed, rng=rng)
+        self.open_timeout = open_timeout
+        self.max_retries = max_retries
+        self.min_uptime = min_uptime
+        self.retry_table = retry_table
+        self.buffer_size = buffer_size
+        self.recover = recover
+        self.record_messages = record_messages
+        self.clock = clock
+        self.connect_options = connect_options
+
+        # Like a browser's event handlers: set them to functions of one argument.
+        self.on_open: Callable[[bool], Any] | None = None  # True on the first open
+        self.on_message: Callable[[Message], Any] | None = None
+        self.on_close: Callable[[CloseEvent], Any] | None = None
+        self.on_error: Callable[[BaseException], Any] | None = None
+        self.on_give_up: Callable[[str], Any] | None = None
+
+        self.state = "new"  # new, connecting, open, waiting, closed
+        self.attempts = 0  # connection attempts, ever
+        self.opens = 0  # connections opened, ever
+        self.retries = 0  # reconnection attempts since the last connection that lasted min_uptime
+        self.gave_up: str | None = None  # why, once it has
+        self.last_close: CloseEvent | None = None
+
+        self.last_seq: int | None = None  # the last sequence number received
+        self.received = 0  # messages received
+        self.gaps: list[tuple[int, int]] = []  # (first missing, last missing) sequence numbers
+        self.duplicates = 0
+
+        self._buffer: deque[str | bytes] = deque()
+        self._ws: ClientConnection | None = None
+        self._closing = False
+        self._fatal: BaseException | None = None  # a connection error not worth retrying
+        self._handshake = 0.0  # seconds the last successful attempt took
+        self._wake = asyncio.Event()  # set by close() to cut a backoff sleep short
+        self._opened = asyncio.Event()
+        self._done = asyncio.Event()
+        self._logger = logging.getLogger(f"wslab.client.{id(self)}")
+        self._logger.propagate = False  # never print: record on the timeline
+        self._logger.addHandler(TimelineLogHandler(self.timeline, name))
+        self._logger.setLevel(logging.WARNING)
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Stay connected until :meth:`close`, cancellation or giving up. Returns why it stopped."""
+        if self.state != "new":
+            raise LabError(f"{self.name}: run() was already called; make a new ReconnectingClient")
+        try:
+            while True:
+                ws = await self._attempt()
+                if ws is not None:
+                    close = await self._session(ws)
+                    if self._closing:
+                        return "closed by the user"
+                    if not closecodes.should_retry(close.code, self.retry_table):
+                        return self._give_up(closecodes.retry_reason(close.code, self.retry_table))
+                elif self._fatal is not None:
+                    return self._give_up(f"not retrying {describe_exception(self._fatal)}")
+                if self._closing:
+                    return "closed by the user"
+                if self.max_retries is not None and self.retries >= self.max_retries:
+                    return self._give_up(f"{self.retries} reconnection attempts failed (max_retries={self.max_retries})")
+                delay = self.backoff.next()
+                self.retries += 1
+                self.state = "waiting"
+                self._record("retry", detail=f"attempt {self.retries} in {delay:.3f} s", delay=delay,
+                             retry=self.retries)
+                await self._sleep(delay)
+                if self._closing:
+                    return "closed by the user"
+        finally:
+            # Cancelled (lab.close()) while connected: close with 1000, within a deadline.
+            if self._ws is not None:
+                ws, self._ws = self._ws, None
+                await _close_within(ws, CLOSE_DEADLINE)
+                close = _close_event(ws)
+                self._record("close", code=close.code, detail=f"reason={close.reason!r} wasClean={close.was_clean}"
+                             " (cancelled)", reason=close.reason, was_clean=close.was_clean)
+            self.state = "closed"
+            self._opened.clear()
+            self._done.set()
+
+    async def _attempt(self) -> ClientConnection | None:
+        """One connection attempt: a connection, or None after recording why it failed."""
+        self.state = "connecting"
+        self.attempts += 1
+        self._fatal = None
+        url = self._url()
+        self._record("connecting", detail=url, attempt=self.attempts)
+        started = self.clock()
+        try:
+            ws = await connect(url, open_timeout=self.open_timeout, logger=self._logger, **self.connect_options)
+        except Exception as exc:
+            self._record("error", detail=describe_exception(exc), attempt=self.attempts,
+                         duration=self.clock() - started)
+            self._call(self.on_error, exc)
+            # websockets' own rule: network errors, timeouts and HTTP 5xx are worth retrying.
+            if process_exception(exc) is not None:
+                self._fatal = exc
+            return None
+        self._handshake = self.clock() - started
+        return ws
+
+    async def _session(self, ws: ClientConnection) -> CloseEvent:
+        """Use one connection until it closes: flush the buffer, then read. Returns the close event."""
+        self._ws = ws
+        self.opens += 1
+        first = self.opens == 1
+        opened_at = self.clock()
+        self._record("open", detail="first" if first else "reconnect", attempt=self.attempts,
+                     handshake=self._handshake)
+        try:
+            await self._flush(ws)
+            self.state = "open"
+            self._opened.set()
+            self._call(self.on_open, first)
+            async for raw in ws:
+                self._receive(raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._opened.clear()
+            if self.state == "open":
+                self.state = "connecting"
+        await _close_within(ws, CLOSE_DEADLINE)  # normally closed already; never wait forever
+        self._ws = None
+        close = _close_event(ws)
+        self.last_close = close
+        uptime = self.clock() - opened_at
+        self._record("close", code=close.code, detail=f"reason={close.reason!r} wasClean={close.was_clean}",
+                     reason=close.reason, was_clean=close.was_clean, uptime=uptime)
+        if uptime >= self.min_uptime:
+            # It stayed up long enough: the next outage starts the backoff from the beginning.
+            self.backoff.reset()
+            self.retries = 0
+        self._call(self.on_close, close)
+        return close
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _give_up(self, why: str) -> str:
+        self.gave_up = why
+        self._record("give-up", detail=why, retries=self.retries)
+        self._call(self.on_give_up, why)
+        return why
+
+    # -- sending --------------------------------------------------------------------
+
+    async def send(self, message: str | bytes) -> None:
+        """Send ``message`` now if connected, else keep it for the next connection.
+
+        Kept messages go out in order, before anything else, right after the
+        next opening handshake. ``send`` returning means the message was
+        handed to the connection, not that the server got it: a message
+        written just before the link died is lost (only acknowledgements fix
+        that).
+
+        Raises:
+            BufferFull: disconnected, and ``buffer_size`` messages are waiting already.
+            LabError: the client is closed.
+        """
+        if self._closing or self.state == "closed":
+            raise LabError(f"{self.name} is closed: make a new ReconnectingClient to send more")
+        if self.state == "open" and not self._buffer and self._ws is not None:
+            try:
+                await self._ws.send(message)
+                return
+            except ConnectionClosed:
+                pass  # the connection died under us: keep the message for the next one
+        if len(self._buffer) >= self.buffer_size:
+            self._record("buffer-full", detail=f"{len(self._buffer)} messages waiting", size=len(self._buffer))
+            raise BufferFull(
+                f"{self.name}: {len(self._buffer)} messages are waiting for a connection (buffer_size="
+                f"{self.buffer_size}); wait for client.wait_open() or make the buffer bigger"
+            )
+        self._buffer.append(message)
+
+    @property
+    def buffered(self) -> int:
+        """How many messages wait for the next connection."""
+        return len(self._buffer)
+
+    async def _flush(self, ws: ClientConnection) -> None:
+        # Remove a message only once it is sent: if the link dies here, the rest waits for the next one.
+        while self._buffer:
+            await ws.send(self._buffer[0])
+            self._buffer.popleft()
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _receive(self, raw: str | bytes) -> None:
+        seq, data, control = decode_message(raw)
+        if control is not None:  # {"resync": true, "missed": [a, b], "next_seq": n}
+            missed = control.get("missed")
+            if missed:
+                self.gaps.append((missed[0], missed[1]))
+            self.last_seq = control.get("next_seq", 0) - 1
+            self._record("resync", detail=f"server history lost {missed}: reload state", missed=missed)
+            return
+        if seq is not None and self.last_seq is not None:
+            if seq <= self.last_seq:
+                self.duplicates += 1
+                self._record("duplicate", detail=f"seq {seq} again (last was {self.last_seq})", seq=seq)
+            elif seq > self.last_seq + 1:
+                self.gaps.append((self.last_seq + 1, seq - 1))
+                self._record("gap", detail=f"missed {self.last_seq + 1}-{seq - 1}", first=self.last_seq + 1,
+                             last=seq - 1)
+        if seq is not None:
+            self.last_seq = seq if self.last_seq is None else max(seq, self.last_seq)
+        self.received += 1
+        if self.record_messages:
+            self._record("message", detail="" if seq is None else f"seq {seq}", seq=seq)
+        self._call(self.on_message, Message(data, seq))
+
+    def _url(self) -> str:
+        """The URL for the next attempt: with ``last_seq`` once a numbered message was seen."""
+        if not self.recover or self.last_seq is None:
+            return self.url
+        parts = urllib.parse.urlsplit(self.url)
+        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "last_seq"]
+        query.append(("last_seq", str(self.last_seq)))
+        return urllib.parse.urlunsplit(parts._replace(path=parts.path or "/", query=urllib.parse.urlencode(query)))
+
+    # -- waiting and closing -----------------------------------------------------------
+
+    async def wait_open(self, timeout: float = 10.0) -> None:
+        """Wait until the client is connected (and its buffer flushed), at most ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._opened.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise LabError(f"{self.name} did not connect within {timeout} s (state: {self.state}); "
+                           f"see its events on the timeline") from None
+
+    async def wait_done(self, timeout: float = 10.0) -> None:
+        """Wait until :meth:`run` has returned (closed or given up), at most ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise LabError(f"{self.name} still runs after {timeout} s (state: {self.state})") from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close for good, like ``ws.close()`` in a browser: no reconnection after this."""
+        self._closing = True
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            await _close_within(ws, CLOSE_DEADLINE, code, reason)
+        if self.state == "new":
+            self.state = "closed"
+        else:
+            with contextlib.suppress(LabError):
+                await self.wait_done(CLOSE_DEADLINE + 1.0)
+
+    # -- small helpers ------------------------------------------------------------------
+
+    def _record(self, kind: str, *, code: int | None = None, detail: str = "", **data: Any) -> None:
+        self.timeline.record(self.name, kind, code=code, detail=detail, **data)
+
+    def _call(self, callback: Callable[[Any], Any] | None, argument: Any) -> None:
+        """Call an ``on_*`` handler; an exception in it is recorded, like a browser logs it, and ignored."""
+        if callback is None:
+            return
+        try:
+            callback(argument)
+        except Exception as exc:
+            self._record("error", detail=f"in {getattr(callback, '__qualname__', 'callback')}: "
+                                         f"{describe_exception(exc)}")
+
+    def __repr__(self) -> str:
+        return (f"<ReconnectingClient {self.name} {self.state}, {self.opens} opens, {self.attempts} attempts, "
+                f"last_seq={self.last_seq}>")
+
+
+def _close_event(ws: ClientConnection) -> CloseEvent:
+    exc = ws.close_exc if ws.close_code is not None else None
+    clean = exc is not None and exc.rcvd is not None and exc.sent is not None
+    return CloseEvent(ws.close_code if ws.close_code is not None else 1006, ws.close_reason or "", clean)
+
+
+async def _close_within(ws: ClientConnection, deadline: float, code: int = 1000, reason: str = "") -> None:
+    """Close ``ws``; abort the TCP connection if the closing handshake takes longer than ``deadline``."""
+    try:
+        await asyncio.wait_for(ws.close(code, reason), deadline)
+    except (asyncio.TimeoutError, Exception):
+        ws.transport.abort()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(ws.wait_closed(), deadline)
