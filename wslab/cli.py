@@ -35,18 +35,16 @@ from typing import Any, NoReturn
 
 from .lab import Lab, LabError, check_url
 from .proxy import FAULTS, FaultProxy
-from .servers import NaiveServer
+from .servers import SERVERS
 from .timeline import Event, Timeline
 
 __all__ = ["SERVERS", "SUBCOMMANDS", "main"]
 
-# Server variants for ``wslab serve --server NAME``: a factory called as
-# ``factory(timeline=..., name=...)``, and a one-line description for --help.
-# The object it returns needs an async ``handler(ws)``; if it also has
+# Server variants for ``wslab serve --server NAME`` live in wslab.servers (one registry for the
+# CLI and notebook 02): a factory called as ``factory(timeline=..., name=...)``, and a one-line
+# description for --help. The object it returns needs an async ``handler(ws)``; if it also has
 # ``broadcast_forever(interval, payload)``, --broadcast-interval drives it.
-SERVERS: dict[str, tuple[Callable[..., Any], str]] = {
-    "naive": (NaiveServer, "the seed's session map: never removes a session, serial broadcast loop"),
-}
+
 
 PROXY_COMMANDS = """\
 commands read from stdin while the proxy runs (one per line):
