@@ -1,0 +1,370 @@
+"""Fault scripts that measure what each server variant does, for notebook 02 and its benchmark.
+
+Each function starts what it needs in a private :class:`~wslab.lab.Lab`,
+runs real clients over real sockets on 127.0.0.1, and closes everything
+before it returns, even when cancelled. Nothing prints; results are
+dataclasses a notebook cell turns into a table or a plot.
+
+- :func:`survival`: each failure mode against one variant; is the session
+  removed from the map, and how fast?
+- :func:`map_size`: the size of the session map over time under a fault script.
+- :func:`detection_times`: fault-to-removal time of a vanished peer, per
+  ``(ping_interval, ping_timeout)``.
+- :func:`broadcast_latency`: healthy clients' latency and the bytes the
+  server holds, while some clients have stopped reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from .failures import FAILURE_MODES, Victim, connect_victim, inflict
+from .lab import Lab, LabServer
+from .proxy import FaultProxy
+from .servers import SERVERS, unstamp
+from .timeline import Timeline
+
+__all__ = [
+    "Removal",
+    "LatencyRun",
+    "start_variant",
+    "survival",
+    "map_size",
+    "detection_times",
+    "broadcast_latency",
+    "held_bytes",
+    "percentile",
+]
+
+POLL = 0.01  # seconds between checks of a session map
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values``, interpolated between ranks; NaN if empty."""
+    if not values:
+        return float("nan")
+    ranked = sorted(values)
+    k = (len(ranked) - 1) * p / 100
+    low = math.floor(k)
+    high = min(low + 1, len(ranked) - 1)
+    return ranked[low] + (ranked[high] - ranked[low]) * (k - low)
+
+
+def make_app(variant: str, timeline: Timeline, name: str | None = None, **options: Any) -> Any:
+    """A server object from :data:`wslab.servers.SERVERS`: ``make_app("fixed", lab.timeline, ping_interval=0.2)``."""
+    factory, _ = SERVERS[variant]
+    return factory(timeline=timeline, name=name or variant, **options)
+
+
+async def start_variant(
+    lab: Lab, app: Any, *, name: str, proxy: bool = True, sndbuf: int | None = None, **serve_options: Any
+) -> tuple[LabServer, FaultProxy | None]:
+    """Serve ``app.handler`` (with the app's own ``serve_options``) and put a fault proxy in front.
+
+    ``sndbuf`` caps the kernel send buffer of each accepted socket, so a client
+    that stops reading fills it in a fraction of a second instead of after
+    megabytes (loopback grows it to 4 MiB).
+    """
+    handler = app.handler
+    if sndbuf is not None:
+        async def handler(ws: ServerConnection, _inner: Callable = app.handler) -> None:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            await _inner(ws)
+
+    options = {**getattr(app, "serve_options", {}), **serve_options}
+    server = await lab.serve(handler, name=name, **options)
+    front = await lab.proxy(server, name=f"{name}-proxy") if proxy else None
+    return server, front
+
+
+def _holds(app: Any, ws: ServerConnection) -> bool:
+    sessions = app.sessions
+    return ws in (sessions.values() if isinstance(sessions, dict) else sessions)
+
+
+async def _removed_after(app: Any, ws: ServerConnection, since: float, timeline: Timeline, deadline: float) -> float | None:
+    """Seconds from ``since`` (timeline time) until ``ws`` left ``app.sessions``; None if not within ``deadline``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while _holds(app, ws):
+        if loop.time() >= end:
+            return None
+        await asyncio.sleep(POLL)
+    return timeline.now() - since
+
+
+# -- survival ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Removal:
+    """How long a server held a dead client's session (None: still held at the deadline)."""
+
+    variant: str
+    mode: str
+    removed_after: float | None
+    bound: float  # seconds the session may stay, for this mode
+
+    @property
+    def survived(self) -> bool:
+        return self.removed_after is not None and self.removed_after <= self.bound
+
+
+async def survival(
+    variant: str,
+    *,
+    modes: Iterable[str] = FAILURE_MODES,
+    bounds: dict[str, float],
+    timeline: Timeline | None = None,
+    label: str | None = None,
+    broadcast_every: float = 0.1,
+    **options: Any,
+) -> list[Removal]:
+    """Let one client die by each of ``modes`` (at the same time), while the server broadcasts.
+
+    ``bounds[mode]`` is how long the session may stay in the map; the
+    function waits at most ``max(bounds) + 0.5`` seconds.
+    """
+    label = label or variant
+    async with Lab(timeline if timeline is not None else Timeline()) as lab:
+        app = make_app(variant, lab.timeline, label, **options)
+        server, proxy = await start_variant(lab, app, name=label)
+        lab.spawn(app.broadcast_forever(broadcast_every, b"tick"), name=f"{label}-broadcast")
+        victims = [await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-{mode}") for mode in modes]
+        await asyncio.sleep(0.1)
+        wait = max(bounds.values()) + 0.5
+
+        async def one(victim: Victim) -> Removal:
+            await inflict(lab, victim)
+            after = await _removed_after(app, victim.server_ws, victim.fault_at, lab.timeline, wait)
+            return Removal(variant, victim.mode, after, bounds[victim.mode])
+
+        return list(await asyncio.gather(*(one(v) for v in victims)))
+
+
+# -- session map over time -----------------------------------------------------------------------
+
+
+async def map_size(
+    variant: str,
+    *,
+    waves: int = 3,
+    modes: Iterable[str] = FAILURE_MODES,
+    gap: float = 0.8,
+    sample_every: float = 0.02,
+    timeline: Timeline | None = None,
+    label: str | None = None,
+    **options: Any,
+) -> list[tuple[float, int]]:
+    """The fault script: ``waves`` times, one client per mode joins, then all die together.
+
+    Returns ``(seconds since start, sessions in the map)`` samples, taken
+    every ``sample_every`` seconds until ``gap`` seconds after the last wave.
+    """
+    label = label or variant
+    modes = list(modes)
+    samples: list[tuple[float, int]] = []
+    async with Lab(timeline if timeline is not None else Timeline()) as lab:
+        app = make_app(variant, lab.timeline, label, **options)
+        server, proxy = await start_variant(lab, app, name=label)
+        lab.spawn(app.broadcast_forever(0.1, b"tick"), name=f"{label}-broadcast")
+        start = lab.timeline.now()
+
+        async def sample() -> None:
+            while True:
+                samples.append((lab.timeline.now() - start, len(app.sessions)))
+                await asyncio.sleep(sample_every)
+
+        lab.spawn(sample(), name=f"{label}-sampler")
+        for wave in range(waves):
+            victims = [
+                await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-w{wave}-{mode}") for mode in modes
+            ]
+            await asyncio.sleep(0.2)
+            await asyncio.gather(*(inflict(lab, v) for v in victims))
+            await asyncio.sleep(gap)
+    return samples
+
+
+# -- detection time against ping settings ----------------------------------------------------------
+
+
+async def detection_times(
+    settings: Iterable[tuple[float, float]],
+    *,
+    repeats: int = 5,
+    seed: int = 2,
+    slack: float = 1.0,
+    timeline: Timeline | None = None,
+) -> list[tuple[float, float, float | None]]:
+    """Fault-to-removal time of a vanished peer under :class:`~wslab.servers.FixedServer`'s keepalive.
+
+    For every ``(ping_interval, ping_timeout)`` setting, ``repeats`` clients
+    vanish at a random moment of the ping cycle (seeded). All settings run
+    at the same time. Returns ``(ping_interval, ping_timeout, seconds)``
+    rows; seconds is None if the session was still held after
+    ``ping_interval + ping_timeout + slack``.
+    """
+    rng = random.Random(seed)
+    settings = list(settings)
+    async with Lab(timeline if timeline is not None else Timeline()) as lab:
+
+        async def one_setting(index: int, interval: float, timeout: float) -> list[tuple[float, float, float | None]]:
+            label = f"fixed-{index}"
+            app = make_app("keepalive", lab.timeline, label, ping_interval=interval, ping_timeout=timeout)
+            server, proxy = await start_variant(lab, app, name=label)
+            victims = [
+                await connect_victim(lab, server, "vanished", proxy=proxy, name=f"{label}-v{r}") for r in range(repeats)
+            ]
+            phases = [rng.uniform(0, interval) for _ in victims]
+
+            async def one(victim: Victim, phase: float) -> tuple[float, float, float | None]:
+                await asyncio.sleep(phase)
+                await inflict(lab, victim)
+                after = await _removed_after(app, victim.server_ws, victim.fault_at, lab.timeline, interval + timeout + slack)
+                return interval, timeout, after
+
+            return list(await asyncio.gather(*(one(v, p) for v, p in zip(victims, phases))))
+
+        results = await asyncio.gather(*(one_setting(i, pi, pt) for i, (pi, pt) in enumerate(settings)))
+    return [row for rows in results for row in rows]
+
+
+# -- latency and memory with stalled clients ---------------------------------------------------
+
+
+@dataclass
+class LatencyRun:
+    """Healthy clients' latency and the server's buffered bytes while ``stalled`` clients stopped reading."""
+
+    variant: str
+    clients: int
+    stalled: int
+    latencies: list[float] = field(repr=False)  # seconds, intended send time to receipt; late = censored
+    delivered: float  # fraction of the scheduled messages healthy clients received
+    held: list[tuple[float, int]] = field(repr=False)  # (seconds, bytes the server held) samples
+    removed: int  # sessions the server removed during the run
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 99)
+
+    @property
+    def held_peak(self) -> int:
+        return max((b for _, b in self.held), default=0)
+
+    @property
+    def held_end(self) -> int:
+        return self.held[-1][1] if self.held else 0
+
+
+def held_bytes(app: Any) -> int:
+    """Bytes a server holds for its clients: its own queues, plus each connection's write buffer."""
+    if hasattr(app, "held_bytes"):
+        return app.held_bytes()
+    sessions = app.sessions.values() if isinstance(app.sessions, dict) else app.sessions
+    return sum(ws.transport.get_write_buffer_size() for ws in sessions if not ws.transport.is_closing())
+
+
+async def broadcast_latency(
+    app: Any,
+    *,
+    variant: str | None = None,
+    clients: int = 100,
+    stalled: int = 10,
+    duration: float = 1.5,
+    interval: float = 0.02,
+    payload_size: int = 4096,
+    sndbuf: int = 16 * 1024,
+    rcvbuf: int = 16 * 1024,
+    seed: int = 1,
+) -> LatencyRun:
+    """Broadcast a stamped message every ``interval`` s to ``clients`` clients, ``stalled`` of which never read.
+
+    Latency is measured from each message's *scheduled* time (start +
+    seq x interval), so a broadcast loop that is stuck delays every later
+    message too; a message not received by the end counts as ``end -
+    scheduled`` (a lower bound). Kernel buffers are kept small (``sndbuf``
+    on the server's sockets, ``rcvbuf`` on stalled clients) so that
+    stalled clients push back within a second.
+    """
+    variant = variant or getattr(app, "name", type(app).__name__)
+    rng = random.Random(seed)
+    payload = rng.randbytes(payload_size)
+    loop = asyncio.get_running_loop()
+    received: list[list[tuple[int, float]]] = []
+    held: list[tuple[float, int]] = []
+    async with Lab(app.timeline) as lab:
+        server, _ = await start_variant(lab, app, name=f"{variant}-server", proxy=False, sndbuf=sndbuf, compression=None)
+        order = list(range(clients))
+        rng.shuffle(order)
+        stalled_ids = set(order[:stalled])
+        conns: list[ClientConnection] = list(await asyncio.gather(*(
+            lab.connect(server.url, name=f"{variant}-client-{i}", compression=None, max_size=None)
+            for i in range(clients)
+        )))
+        while len(app.sessions) < clients:  # every handler has registered its session
+            await asyncio.sleep(POLL)
+        before = len(app.sessions)
+
+        async def listen(ws: ClientConnection, log: list[tuple[int, float]]) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for message in ws:
+                    log.append((unstamp(message)[0], loop.time()))
+
+        for i, ws in enumerate(conns):
+            if i in stalled_ids:
+                ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                ws.transport.pause_reading()  # this client's application stopped reading
+            else:
+                received.append([])
+                lab.spawn(listen(ws, received[-1]), name=f"{variant}-listen-{i}")
+
+        start = loop.time()
+        count = int(duration / interval)
+
+        async def ticker() -> None:
+            for seq in range(count):
+                await asyncio.sleep(max(0.0, start + seq * interval - loop.time()))
+                await app.broadcast(b"%d 0 " % seq + payload)
+
+        async def sample() -> None:
+            while True:
+                held.append((loop.time() - start, held_bytes(app)))
+                await asyncio.sleep(0.05)
+
+        lab.spawn(sample(), name=f"{variant}-sampler")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ticker(), duration + 0.5)  # a blocked loop is cut off here
+        end = start + duration + 0.5
+        await asyncio.sleep(max(0.0, end - loop.time()))
+        held.append((loop.time() - start, held_bytes(app)))
+        removed = before - len(app.sessions)
+        for ws in conns:  # the clients are instruments: end them now, no closing handshake
+            ws.transport.abort()
+
+    latencies = []
+    for log in received:
+        got = dict(log)
+        for seq in range(count):
+            due = start + seq * interval
+            latencies.append(got[seq] - due if seq in got else end - due)
+    delivered = sum(len(log) for log in received) / max(1, len(received) * count)
+    return LatencyRun(variant, clients, stalled, latencies, delivered, held, removed)
