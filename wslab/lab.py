@@ -122,7 +122,9 @@ class LabServer:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        """``ws://127.0.0.1:PORT``, or ``wss://`` when the server was started with ``ssl=``."""
+        scheme = "wss" if self.options.get("ssl") else "ws"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def connections(self) -> set[ServerConnection]:
