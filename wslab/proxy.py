@@ -66,6 +66,8 @@ class _Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.writing_paused = False
+        self.eof_in = False  # the socket's peer sent a FIN
+        self.eof_out = False  # we sent a FIN on this socket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -78,10 +80,23 @@ class _Side(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # Half-close: pass the FIN on, keep the other direction open.
+        self.eof_in = True
         peer = self.peer
         if peer and peer.transport and not peer.transport.is_closing() and peer.transport.can_write_eof():
-            self.conn._after_pending(peer, peer.transport.write_eof)
+            self.conn._after_pending(peer, peer._write_eof)
+        self._close_if_done()
         return True
+
+    def _write_eof(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write_eof()
+            self.eof_out = True
+            self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        # A FIN each way: nothing more can flow, so close the socket (else it leaks).
+        if self.eof_in and self.eof_out and self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn._side_lost(self, exc)
