@@ -1,0 +1,141 @@
+"""How long to wait before the next reconnection attempt.
+
+One class, :class:`Backoff`, four jitter strategies from the AWS Architecture
+Blog post "Exponential Backoff And Jitter" (2015), generalised from a growth
+factor of 2 to any ``factor``. With ``ceiling(n) = min(max_delay, min_delay * factor**n)``
+for attempt ``n`` (0, 1, 2, ... since the last :meth:`~Backoff.reset`):
+
+=================  ====================================================
+``"none"``         ``ceiling(n)``: plain exponential backoff
+``"full"``         ``uniform(0, ceiling(n))``
+``"equal"``        ``ceiling(n) / 2 + uniform(0, ceiling(n) / 2)``
+``"decorrelated"`` ``uniform(min_delay, min(max_delay, previous * 2 * factor))``,
+                   starting from ``previous = min_delay``
+=================  ====================================================
+
+Jitter survives at the cap. Socket.IO adds +/-50 % to the delay and *then*
+caps it, so once the delay reaches the cap every client waits exactly the cap
+again, in step. Here the cap applies *before* the random draw: at the cap,
+full jitter still spreads over ``[0, max_delay]`` and equal jitter over
+``[max_delay / 2, max_delay]``. AWS's decorrelated jitter,
+``min(cap, uniform(base, previous * 3))``, clips the *draw*, so two thirds of
+its delays at the cap are exactly the cap; here the *upper bound* is clipped,
+so its delays at the cap stay spread over ``[min_delay, max_delay]``.
+Its upper bound ``2 * factor * previous`` makes the delay grow by ``factor``
+on average, like the others, and is AWS's ``3 * previous`` at the default
+factor 1.5. Below a factor of about 1.4 the decorrelated delay drifts back
+towards ``min_delay`` instead of growing.
+
+Pass ``seed=`` (or a shared ``rng=``) and the same calls give the same delays,
+so every run can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import random
+
+__all__ = ["Backoff", "JITTERS", "STRATEGIES", "REFERENCE_CLIENTS"]
+
+JITTERS = ("none", "full", "equal", "decorrelated")
+
+
+class Backoff:
+    """Delays before reconnection attempts: exponential growth, a cap, optional jitter.
+
+    The defaults are ReconnectingWebSocket 1.0's, the seed's client:
+    1 s x 1.5**n, at most 30 s, no jitter.
+
+    Args:
+        min_delay: The first delay, in seconds (and the base of the growth).
+        max_delay: The cap, in seconds: no delay is longer.
+        factor: Growth per attempt. ``1.0`` means a fixed retry interval.
+        jitter: ``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``.
+        seed: Seed for a private random generator: same seed, same delays.
+        rng: A random generator to draw from instead (e.g. one shared by a
+            whole simulated herd). Takes precedence over ``seed``.
+
+    Attributes:
+        attempt: How many delays :meth:`next` returned since the last reset.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_delay: float = 1.0,
+        max_delay: float = 30.0,
+        factor: float = 1.5,
+        jitter: str = "none",
+        seed: int | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if jitter not in JITTERS:
+            raise ValueError(f"jitter must be one of {', '.join(JITTERS)}, not {jitter!r}")
+        if not 0 <= min_delay <= max_delay:
+            raise ValueError(f"need 0 <= min_delay <= max_delay, got {min_delay} and {max_delay}")
+        if factor < 1:
+            raise ValueError(f"factor must be at least 1, got {factor}")
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.factor = factor
+        self.jitter = jitter
+        self.rng = rng if rng is not None else random.Random(seed)
+        self.attempt = 0
+        self._previous = min_delay  # decorrelated jitter's memory
+
+    def ceiling(self, attempt: int) -> float:
+        """The delay without jitter for ``attempt``: ``min(max_delay, min_delay * factor**attempt)``."""
+        try:
+            return min(self.max_delay, self.min_delay * self.factor**attempt)
+        except OverflowError:  # factor**attempt beyond floats: long past the cap
+            return self.max_delay
+
+    def next(self) -> float:
+        """The delay before the next attempt, in seconds. Counts one more attempt."""
+        ceiling = self.ceiling(self.attempt)
+        self.attempt += 1
+        if self.jitter == "none":
+            return ceiling
+        if self.jitter == "full":
+            return self.rng.uniform(0.0, ceiling)
+        if self.jitter == "equal":
+            return ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
+        # decorrelated: clip the upper bound, not the draw, so the spread survives at the cap
+        upper = min(self.max_delay, self._previous * 2 * self.factor)
+        self._previous = self.rng.uniform(self.min_delay, max(upper, self.min_delay))
+        return self._previous
+
+    def reset(self) -> None:
+        """Start again from ``min_delay``: call it after a connection that lasted long enough."""
+        self.attempt = 0
+        self._previous = self.min_delay
+
+    @classmethod
+    def reconnecting_websocket(cls, **overrides) -> Backoff:
+        """ReconnectingWebSocket 1.0's schedule, the seed's client: 1 s x 1.5**n, cap 30 s, no jitter."""
+        return cls(**{"min_delay": 1.0, "max_delay": 30.0, "factor": 1.5, "jitter": "none", **overrides})
+
+    def __repr__(self) -> str:
+        return (f"Backoff(min_delay={self.min_delay}, max_delay={self.max_delay}, factor={self.factor}, "
+                f"jitter={self.jitter!r}, attempt={self.attempt})")
+
+
+# The strategies notebook 05 compares: keyword arguments for Backoff, on top of
+# min_delay and max_delay. "none" is no backoff at all: a fixed retry interval.
+STRATEGIES: dict[str, dict] = {
+    "none": {"factor": 1.0, "jitter": "none"},
+    "exponential": {"jitter": "none"},
+    "full": {"jitter": "full"},
+    "equal": {"jitter": "equal"},
+    "decorrelated": {"jitter": "decorrelated"},
+}
+
+# Default delays (seconds) before retry n of the reference clients, without their
+# jitter, from their sources (see facts.md). None means "gives up".
+REFERENCE_CLIENTS = {
+    "ReconnectingWebSocket 1.0": lambda n: min(30.0, 1.0 * 1.5**n),
+    "reconnecting-websocket 4.4 (min drawn in 1-5 s, shown as 1 s)": lambda n: 0.0 if n == 0 else min(10.0, 1.3 ** (n - 1)),
+    "Socket.IO 4 (+/-50 % below the cap)": lambda n: min(5.0, 2.0**n),
+    "Phoenix JS": lambda n: (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)[n] if n < 9 else 5.0,
+    "SignalR": lambda n: (0.0, 2.0, 10.0, 30.0)[n] if n < 4 else None,
+    "websockets 17 (first: random 0-5 s, shown as 2.5 s)": lambda n: 2.5 if n == 0 else min(90.0, 3.1 * 1.618 ** (n - 1)),
+}
