@@ -43,6 +43,7 @@ from .lab import Handler, Lab, LabError, LabServer
 __all__ = [
     "CHROMIUM_FLAGS",
     "TEST_HOST",
+    "BROWSER_NOTEBOOKS",
     "PAGE",
     "CloseEvent",
     "ScriptError",
@@ -72,6 +73,9 @@ CHROMIUM_FLAGS = [
 # them; to see mixed-content blocking as a real site would, use this name instead.
 # ``.test`` is reserved for testing (RFC 2606): it never resolves on the internet.
 TEST_HOST = "wslab.test"
+
+# Notebooks that drive a browser: pytest skips them with the others when browser_skip_reason() says so.
+BROWSER_NOTEBOOKS = ("03-close-codes-in-the-browser",)
 
 HOW_TO_GET_ONE = (
     "no Chromium found for the browser demos: install one with `apt install chromium` (Debian, Ubuntu) "
@@ -124,9 +128,6 @@ function closeSocket(i, code, reason) {
 def _candidates() -> list[str]:
     """Where a Chromium may be, in the order they are tried."""
     found = []
-    env = os.environ.get("WSLAB_CHROMIUM")
-    if env:
-        found.append(env)
     # What `python -m playwright install chromium` downloaded, newest first.
     if os.environ.get("PLAYWRIGHT_BROWSERS_PATH") not in (None, "", "0"):
         roots = [os.environ["PLAYWRIGHT_BROWSERS_PATH"]]
@@ -155,8 +156,12 @@ def _candidates() -> list[str]:
 
 
 def find_chromium() -> str | None:
-    """The first Chromium executable found (see the module's docstring for the order), or None."""
-    for path in _candidates():
+    """The first Chromium executable found (see the module's docstring for the order), or None.
+
+    When ``WSLAB_CHROMIUM`` is set, it is the only candidate.
+    """
+    env = os.environ.get("WSLAB_CHROMIUM")
+    for path in [env] if env else _candidates():
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     return None
@@ -169,6 +174,8 @@ def browser_available() -> tuple[bool, str]:
     except ImportError:
         return False, "the playwright package is missing: pip install -e '.[test]' (or pip install playwright)"
     path = find_chromium()
+    if path is None and os.environ.get("WSLAB_CHROMIUM"):
+        return False, f"WSLAB_CHROMIUM={os.environ['WSLAB_CHROMIUM']} is not an executable file: fix it or unset it"
     if path is None:
         return False, HOW_TO_GET_ONE
     return True, f"Chromium found at {path}"

@@ -1,0 +1,155 @@
+"""A real headless Chromium sees the close codes the lab's servers send, and blocks mixed content.
+
+Without a Chromium these tests skip, with the reason, on a laptop; in CI
+(``CI=true``) they run anyway and fail: a missing browser must never turn a
+build green. The rule lives in :func:`wslab.browser.browser_skip_reason`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+import trustme
+
+from wslab import Lab, LabError
+from wslab.browser import (
+    TEST_HOST,
+    ScriptError,
+    browser_available,
+    browser_skip_reason,
+    launch_browser,
+    page_url,
+    serve_page,
+)
+
+SKIP_REASON = browser_skip_reason()
+needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+
+
+async def _closed_on_server(lab: Lab, source: str, since: int, deadline: float = 10.0):
+    """The first 'closed' event ``source`` recorded after event number ``since``."""
+    async with asyncio.timeout(deadline):
+        while True:
+            for event in lab.timeline.events[since:]:
+                if event.source == source and event.kind == "closed":
+                    return event
+            await asyncio.sleep(0.02)
+
+
+def test_ci_never_skips_the_browser_tests(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    assert browser_skip_reason() is None
+    monkeypatch.setenv("CI", "")
+    available, reason = browser_available()
+    assert (browser_skip_reason() is None) == available
+    assert reason
+
+
+def test_a_missing_browser_says_how_to_get_one(monkeypatch):
+    monkeypatch.setattr("wslab.browser.find_chromium", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("WSLAB_CHROMIUM", raising=False)
+    available, reason = browser_available()
+    assert not available
+    assert "apt install chromium" in reason and "playwright install chromium" in reason
+    assert browser_skip_reason() == reason
+
+    async def launch():
+        async with Lab() as lab:
+            await launch_browser(lab)
+
+    with pytest.raises(LabError, match="apt install chromium"):
+        asyncio.run(launch())
+
+
+@needs_browser
+async def test_the_page_sees_1000_1012_and_1006():
+    async def handler(ws):
+        if ws.request.path == "/close":
+            await ws.close(1000, "done")
+        else:
+            await ws.wait_closed()
+
+    async with Lab() as lab:
+        browser = await launch_browser(lab)
+        pages = await serve_page(lab, name="pages")
+        page = await browser.new_page(page_url(pages))
+        server = await lab.serve(handler, name="server")
+        proxy = await lab.proxy(server, name="proxy")
+
+        since = len(lab.timeline)
+        i = await page.open(server.url + "/close")
+        event = await page.wait_close(i, timeout=10)
+        assert (event.code, event.reason, event.was_clean) == (1000, "done", True)
+        assert (await _closed_on_server(lab, "server", since)).code == 1000
+
+        since = len(lab.timeline)
+        i = await page.open(server.url + "/wait")
+        await server.restart()
+        event = await page.wait_close(i, timeout=10)
+        assert (event.code, event.reason, event.was_clean) == (1012, "service restart", True)
+        assert (await _closed_on_server(lab, "server", since)).code == 1012
+
+        since = len(lab.timeline)
+        i = await page.open(proxy.url + "/wait")
+        await proxy.set_fault("reset")
+        event = await page.wait_close(i, timeout=10)
+        assert (event.code, event.reason, event.was_clean) == (1006, "", False)
+        seen = await _closed_on_server(lab, "server", since)
+        assert seen.code == 1006 and seen.data["rcvd"] is None and seen.data["sent"] is None
+
+        # A script may only send 1000 or 3000-4999: the browser throws, the socket stays open.
+        i = await page.open(server.url + "/wait")
+        with pytest.raises(ScriptError) as raised:
+            await page.close_socket(i, 1011)
+        assert raised.value.name == "InvalidAccessError"
+        assert await page.ready_state(i) == 1
+        assert "browser" in lab.names
+    assert "browser" not in lab.names
+
+
+@needs_browser
+async def test_an_https_page_may_not_open_ws_but_may_open_wss():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", TEST_HOST).configure_cert(server_context)
+
+    async def handler(ws):
+        await ws.close(1000, "done")
+
+    async with Lab() as lab:
+        browser = await launch_browser(lab)
+        plain = await lab.serve(handler, name="plain")
+        secure = await serve_page(lab, name="secure", handler=handler, ssl=server_context)
+        assert secure.url.startswith("wss://")
+
+        # The browser doesn't trust the lab's CA unless told to for this context.
+        with pytest.raises(LabError, match="ERR_CERT_AUTHORITY_INVALID"):
+            await browser.new_page(page_url(secure, host=TEST_HOST), name="strict")
+        page = await browser.new_page(page_url(secure, host=TEST_HOST), ignore_https_errors=True)
+
+        with pytest.raises(ScriptError) as raised:
+            await page.open(f"ws://{TEST_HOST}:{plain.port}/")
+        assert raised.value.name == "SecurityError"
+        assert any(m.startswith("Mixed Content:") and "blocked" in m for m in page.console)
+
+        i = await page.open(f"wss://{TEST_HOST}:{secure.port}/")
+        event = await page.wait_close(i, timeout=10)
+        assert (event.code, event.reason, event.was_clean) == (1000, "done", True)
+
+        # Python checks certificates too: trust the CA explicitly.
+        with pytest.raises(LabError, match="TLS certificate verification failed"):
+            await lab.connect(secure.url, name="python")
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+        ws = await lab.connect(secure.url, name="python", ssl=client_context)
+        assert (await asyncio.wait_for(ws.wait_closed(), 10)) is None
+        assert ws.close_code == 1000
+
+
+def test_a_wrong_wslab_chromium_is_reported_not_ignored(monkeypatch):
+    monkeypatch.setenv("WSLAB_CHROMIUM", "/nonexistent/chromium")
+    available, reason = browser_available()
+    assert not available and "WSLAB_CHROMIUM" in reason
