@@ -368,3 +368,50 @@ async def test_a_failing_callback_is_recorded_not_raised():
 def test_bad_url_is_a_lab_error():
     with pytest.raises(LabError, match="ws://"):
         ReconnectingClient("http://127.0.0.1:1")
+
+
+# -- python -m wslab client ----------------------------------------------------------------------------
+
+
+async def test_cli_client_prints_events_and_sends_stdin_lines():
+    import signal
+    import sys
+
+    async with Lab() as lab:
+        app = ReplayServer(lab.timeline)
+        server = await lab.serve(app.handler, name="replay")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wslab", "client", server.url, "--min-delay", "0.05",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            lines = []
+            while not any(" open " in line for line in lines):
+                lines.append((await asyncio.wait_for(proc.stdout.readline(), 20)).decode())
+            app.publish("hello from the server")
+            while not any("seq 0: hello from the server" in line for line in lines):
+                lines.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+            proc.stdin.write(b"typed line\n")
+            await proc.stdin.drain()
+            assert await until(lambda: list(app.received) == ["typed line"])
+            proc.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.wait_for(proc.communicate(), 10)
+            assert proc.returncode == 0
+            assert "close" in out.decode() and "1000" in out.decode()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_cli_client_exits_1_when_it_gives_up():
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wslab", "client", f"ws://127.0.0.1:{free_port()}", "--min-delay", "0.02",
+        "--max-retries", "2", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    assert "give-up" in out.decode() and "max_retries=2" in out.decode()

@@ -365,7 +365,9 @@ class ReconnectingClient:
             self.last_seq = seq if self.last_seq is None else max(seq, self.last_seq)
         self.received += 1
         if self.record_messages:
-            self._record("message", detail="" if seq is None else f"seq {seq}", seq=seq)
+            preview = data if isinstance(data, str) else f"<{len(data)} bytes>"
+            preview = preview if len(preview) <= 60 else preview[:57] + "..."
+            self._record("message", detail=preview if seq is None else f"seq {seq}: {preview}", seq=seq)
         self._call(self.on_message, Message(data, seq))
 
     def _url(self) -> str:

@@ -492,3 +492,7 @@ SERVERS: dict[str, tuple[Callable[..., Any], str]] = {
     "fixed": (FixedServer, "removal, keepalive, and a bounded outbox per client with a send deadline"),
     "broadcast": (BroadcastServer, "removal, websockets' own keepalive and broadcast(): never waits, never bounds"),
 }
+
+
+# Registered here, after SERVERS exists: the replaying server for ``wslab serve --server replay``.
+SERVERS["replay"] = (ReplayServer, "numbers broadcasts; replays a reconnecting client's gap from a bounded history")
