@@ -1,0 +1,86 @@
+"""Small deterministic checks of the herd simulation (and one small real herd)."""
+
+import asyncio
+import math
+
+import wslab
+from wslab.backoff import STRATEGIES
+from wslab.herd import run_herd
+from wslab.simulate import AcceptLimit, simulate
+
+SCALED = {"min_delay": 0.05, "max_delay": 2.0, "factor": 2.0}
+
+
+def policy(name: str) -> dict:
+    return {**SCALED, **STRATEGIES[name]}
+
+
+def run(name: str, n: int = 500, **kwargs):
+    options = {"downtime": 1.0, "accept_rate": 500.0, "burst": 100.0, "seed": 7}
+    options.update(kwargs)
+    return simulate(n, policy(name), **options)
+
+
+def test_every_client_reconnects_with_every_strategy():
+    for name in STRATEGIES:
+        result = run(name)
+        assert result.all_back, name
+        assert result.completion_time >= 1.0
+        assert sum(result.attempt_ok) == result.n
+        assert result.total_attempts > result.n  # some attempts hit the downtime
+
+
+def test_the_same_seed_replays_exactly():
+    a, b = run("full"), run("full")
+    assert a.attempt_times == b.attempt_times and a.reconnected == b.reconnected
+    assert run("full", seed=8).attempt_times != a.attempt_times
+
+
+def test_no_jitter_gives_synchronized_spikes():
+    result = run("exponential")
+    counts = result.per_bin(0.1)
+    busy = [c for c in counts if c]
+    # every client attempts in the same 100 ms: bins hold all or nothing of the herd
+    assert max(counts) == result.n
+    assert len(busy) < 15
+
+
+def test_full_jitter_lowers_the_peak():
+    none, full = run("exponential"), run("full")
+    assert full.peak_attempts() <= none.peak_attempts() / 4
+    assert full.completion_time < none.completion_time
+
+
+def test_the_server_never_accepts_beyond_its_capacity():
+    result = run("none", accept_rate=200.0, burst=20.0)
+    # in any 100 ms: the burst plus 100 ms of the rate (a bin can straddle a refill)
+    assert max(result.per_bin(0.1, ok=True)) <= 20 + 200 * 0.1 + 1
+    assert result.completion_time >= 1.0 + (result.n - 20) / 200 - 0.05
+
+
+def test_nobody_comes_back_if_the_server_never_accepts():
+    result = simulate(50, policy("full"), downtime=1.0, accept_rate=0.0, burst=0.0, horizon=30.0)
+    assert not result.all_back and math.isinf(result.completion_time)
+
+
+def test_accept_limit_is_a_token_bucket():
+    now = [0.0]
+    limit = AcceptLimit(10.0, 2.0, clock=lambda: now[0])
+    assert [limit.admit() for _ in range(3)] == [True, True, False]
+    now[0] = 0.1  # one token back
+    assert [limit.admit() for _ in range(2)] == [True, False]
+
+
+def test_a_small_real_herd_reconnects_and_the_model_follows_it():
+    async def main():
+        async with wslab.Lab() as lab:
+            return await asyncio.wait_for(run_herd(
+                lab, 30, policy("full"), downtime=0.3, accept_rate=300.0, seed=1, deadline=10.0), 30)
+
+    real = asyncio.run(main())
+    assert real.all_back
+    assert real.completion_time < real.back_at + 2.0 + 2.0  # cap + 2 s, generous
+    model = simulate(30, policy("full"), downtime=real.back_at, accept_rate=300.0, seed=1,
+                     replay=True, lost_at=real.lost)
+    assert model.all_back
+    assert abs(model.completion_time - real.completion_time) < 2.0

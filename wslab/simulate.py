@@ -1,0 +1,230 @@
+"""A thundering herd, simulated: N clients lose the server at once and reconnect.
+
+No sockets: a discrete-event simulation on a heap of "next attempt" times,
+with the delays computed by the same :class:`~wslab.backoff.Backoff` the real
+clients use, and the server's capacity modelled by the same
+:class:`AcceptLimit` the real herd server (:mod:`wslab.herd`) applies.
+
+The model, for each client:
+
+1. at t = 0 the server goes away; the client waits ``backoff.next()``;
+2. it attempts to connect. Before ``downtime`` the attempt fails (connection
+   refused). After it, the server admits the attempt if its accept capacity
+   allows (a token bucket: ``accept_rate`` per second, bursts of ``burst``),
+   else it answers "busy" (HTTP 503) and the attempt fails;
+3. after a failure the client waits ``backoff.next()`` again and goes to 2.
+
+That is the contention model of the AWS study "Exponential Backoff And
+Jitter": every attempt costs the server work, only some of them succeed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backoff import Backoff
+
+__all__ = ["AcceptLimit", "HerdResult", "simulate", "client_seed"]
+
+
+class AcceptLimit:
+    """A server's accept capacity: at most ``rate`` connections per second, in bursts of ``burst``.
+
+    A token bucket: it holds up to ``burst`` tokens, gains ``rate`` tokens per
+    second, and each admitted connection takes one.
+
+    Args:
+        rate: Sustained accepts per second.
+        burst: Bucket size; defaults to 100 ms worth of ``rate`` (at least 1).
+        clock: Seconds, for :meth:`admit` calls without ``now``.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate * 0.1)
+        self.clock = clock
+        self.refill()
+
+    def refill(self, now: float | None = None) -> None:
+        """Fill the bucket: the server just started and has been idle."""
+        self.tokens = self.burst
+        self.last = self.clock() if now is None else now
+
+    def admit(self, now: float | None = None) -> bool:
+        """Take a token if there is one: True means accept the connection, False means "busy"."""
+        now = self.clock() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class HerdResult:
+    """What happened to a herd after an outage, simulated or real. Times in seconds since the outage began.
+
+    Attributes:
+        n: Clients in the herd.
+        back_at: When the server was accepting connections again.
+        attempt_times: Start time of every reconnection attempt.
+        attempt_ok: For each attempt, 1 if it connected, 0 if it failed.
+        reconnected: For each client, when it was connected again (``nan`` if never).
+        lost: For each client, when it noticed the connection was gone.
+        durations: How long each attempt took until it failed or connected
+            (measured in real runs only).
+        handshake_cost: Real runs: seconds of this event loop's time per
+            handshake, measured while the herd first connected.
+        label: What was run, for plot legends.
+    """
+
+    n: int
+    back_at: float
+    attempt_times: array = field(default_factory=lambda: array("d"))
+    attempt_ok: bytearray = field(default_factory=bytearray)
+    reconnected: list[float] = field(default_factory=list)
+    lost: list[float] = field(default_factory=list)
+    durations: array = field(default_factory=lambda: array("d"))
+    handshake_cost: float = math.nan
+    label: str = ""
+
+    @property
+    def total_attempts(self) -> int:
+        return len(self.attempt_times)
+
+    @property
+    def all_back(self) -> bool:
+        return not np.isnan(self.reconnected).any()
+
+    @property
+    def completion_time(self) -> float:
+        """When the last client was back (``inf`` if some never came back)."""
+        return max(self.reconnected, default=0.0) if self.all_back else math.inf
+
+    def per_bin(self, bin: float = 0.1, until: float | None = None, *, ok: bool | None = None) -> np.ndarray:
+        """Attempts started in each ``bin``-second interval from 0 (only the successful ones if ``ok=True``)."""
+        times = np.frombuffer(self.attempt_times, dtype=float) if len(self.attempt_times) else np.zeros(0)
+        if ok is not None:
+            times = times[np.frombuffer(self.attempt_ok, dtype=np.uint8) == int(ok)]
+        end = until if until is not None else (times.max() if times.size else 0.0)
+        bins = int(end / bin) + 1
+        index = (times / bin).astype(int)
+        return np.bincount(index[index < bins], minlength=bins)
+
+    def peak_attempts(self, bin: float = 0.1) -> int:
+        """The most attempts in any ``bin``-second interval once the server was back (what it had to handle)."""
+        counts = self.per_bin(bin)
+        return int(counts[int(self.back_at / bin):].max(initial=0))
+
+    def peak_accept_rate(self, bin: float = 0.1) -> float:
+        """The most connections accepted in any ``bin``-second interval, per second."""
+        return float(self.per_bin(bin, ok=True).max(initial=0)) / bin
+
+    def fraction_back(self, times) -> np.ndarray:
+        """For each time, the fraction of clients reconnected by then."""
+        done = np.sort(np.asarray(self.reconnected, dtype=float))
+        return np.searchsorted(done, np.asarray(times, dtype=float), side="right") / self.n
+
+    def summary(self) -> dict:
+        return {
+            "clients": self.n,
+            "attempts": self.total_attempts,
+            "all back": self.all_back,
+            "completion (s)": round(self.completion_time, 2),
+            "peak attempts / 100 ms": self.peak_attempts(),
+            "peak accepts / s": round(self.peak_accept_rate()),
+        }
+
+
+def simulate(
+    n: int,
+    policy: dict,
+    *,
+    downtime: float,
+    accept_rate: float,
+    burst: float | None = None,
+    service_time: float = 0.0,
+    seed: int = 0,
+    replay: bool = False,
+    lost_at: list[float] | None = None,
+    horizon: float = 3600.0,
+    label: str = "",
+) -> HerdResult:
+    """Simulate ``n`` clients reconnecting with ``Backoff(**policy)`` after an outage of ``downtime`` seconds.
+
+    Args:
+        n: Clients.
+        policy: Keyword arguments for :class:`~wslab.backoff.Backoff`
+            (``min_delay``, ``max_delay``, ``factor``, ``jitter``).
+        downtime: When the server listens again, in seconds after the outage began.
+        accept_rate: The server's capacity, connections per second (see :class:`AcceptLimit`).
+        burst: The capacity's burst size (default: 100 ms worth).
+        service_time: Server time each attempt takes once the server is back
+            (handshake or 503). The server handles attempts one at a time, in
+            order of arrival, so a herd arriving at once is served over
+            ``n * service_time`` seconds. Attempts while it is down are refused
+            by the kernel at no cost.
+        seed: Seeds the one random generator all clients draw from: same seed, same result.
+        replay: Give client ``i`` its own generator seeded like
+            :func:`wslab.herd.run_herd` does, so it draws the same delays as its
+            real twin (uses memory: for small herds).
+        lost_at: When each client noticed the loss (default: all at 0). Pass a
+            real run's ``lost`` to replay it.
+        horizon: Stop simulating after this many seconds (clients still out stay ``nan``).
+    """
+    if replay:
+        backoffs = [Backoff(**policy, seed=client_seed(seed, i)) for i in range(n)]
+    else:
+        rng = random.Random(seed)
+        backoffs = [Backoff(**policy, rng=rng) for _ in range(n)]
+    limit = AcceptLimit(accept_rate, burst)
+    limit.refill(now=downtime)
+    lost = list(lost_at) if lost_at is not None else [0.0] * n
+    result = HerdResult(n=n, back_at=downtime, reconnected=[math.nan] * n, lost=lost, label=label)
+    times, oks, reconnected = result.attempt_times, result.attempt_ok, result.reconnected
+
+    # While the server is down, clients don't affect each other: every attempt is
+    # refused. So run each client alone up to its first attempt after ``downtime``.
+    heap = []
+    for i, backoff in enumerate(backoffs):
+        t = lost[i] + backoff.next()
+        while t < downtime and t <= horizon:
+            times.append(t)
+            oks.append(0)
+            t += backoff.next()
+        heap.append((t, i))
+    # From then on they compete for the server's capacity: take attempts in time order.
+    heapq.heapify(heap)
+    admit = limit.admit
+    free_at = downtime  # when the server can take the next attempt
+    while heap:
+        t, i = heap[0]  # the earliest next attempt
+        if t > horizon:
+            break
+        times.append(t)
+        done = t  # when the client learns the outcome
+        if t >= downtime:
+            start = max(t, free_at)
+            done = free_at = start + service_time
+            if admit(start):
+                oks.append(1)
+                reconnected[i] = done
+                heapq.heappop(heap)
+                continue
+        oks.append(0)
+        heapq.heapreplace(heap, (done + backoffs[i].next(), i))  # pop and push in one step
+    return result
+
+
+def client_seed(seed: int, i: int) -> int:
+    """The seed of client ``i``'s generator in a herd run with ``seed``."""
+    return seed * 1_000_003 + i
