@@ -17,6 +17,8 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
+from wslab.servers import SERVERS
+
 DEADLINE = 20  # seconds for anything that should take well under one
 
 
@@ -225,6 +227,21 @@ def test_serve_prints_a_url_clients_connect_to_and_stops_on_signal(running, sig)
     assert time.monotonic() - started < 5
     err = server.stderr()
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("variant", sorted(SERVERS))
+def test_every_server_variant_serves_broadcasts_and_stops(running, variant):
+    server = running("serve", "--server", variant, "--broadcast-interval", "0.1")
+    url = server.line()
+    assert url.startswith("ws://127.0.0.1:"), (url, server.seen)
+    with connect(url, open_timeout=10) as ws:
+        factory = SERVERS[variant][0]
+        if hasattr(getattr(factory, "func", factory), "broadcast_forever"):  # unwrap functools.partial
+            assert ws.recv(timeout=10)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=DEADLINE) == 0
+    err = server.stderr()
+    assert "Traceback" not in err and "error" not in err, err
 
 
 # -- proxy ------------------------------------------------------------------------

@@ -233,7 +233,8 @@ async def _serve(args: argparse.Namespace) -> int:
         lab.timeline.start_printing()
         if args.broadcast_interval and hasattr(app, "broadcast_forever"):
             payload = os.urandom(args.payload_size)
-            lab.spawn(app.broadcast_forever(args.broadcast_interval, payload), name="broadcast")
+            # Named after the server, so it can't collide with a variant called "broadcast".
+            lab.spawn(app.broadcast_forever(args.broadcast_interval, payload), name=f"{args.server}-broadcasts")
         _print(f"wslab serve: {args.server} server at {server.url}; Ctrl-C stops it", file=sys.stderr)
         await stop.wait()
     return 0
