@@ -44,6 +44,7 @@ __all__ = [
     "detection_times",
     "broadcast_latency",
     "held_bytes",
+    "blocked_send_removal",
     "percentile",
 ]
 
@@ -255,7 +256,7 @@ class LatencyRun:
     stalled: int
     latencies: list[float] = field(repr=False)  # seconds, intended send time to receipt; late = censored
     delivered: float  # fraction of the scheduled messages healthy clients received
-    held: list[tuple[float, int]] = field(repr=False)  # (seconds, bytes the server held) samples
+    held: list[tuple[float, int]] = field(repr=False)  # (seconds, bytes held for the stalled clients)
     removed: int  # sessions the server removed during the run
 
     @property
@@ -275,12 +276,24 @@ class LatencyRun:
         return self.held[-1][1] if self.held else 0
 
 
-def held_bytes(app: Any) -> int:
-    """Bytes a server holds for its clients: its own queues, plus each connection's write buffer."""
-    if hasattr(app, "held_bytes"):
-        return app.held_bytes()
-    sessions = app.sessions.values() if isinstance(app.sessions, dict) else app.sessions
-    return sum(ws.transport.get_write_buffer_size() for ws in sessions if not ws.transport.is_closing())
+def held_bytes(app: Any, ports: set[int] | None = None) -> int:
+    """Bytes a server holds for its clients (those whose port is in ``ports``, or all).
+
+    That is each connection's write buffer, plus what waits in the server's
+    own outbox for it, if it has one. (The kernel's socket buffers hold more,
+    outside the process.)
+    """
+    sessions = app.sessions.items() if isinstance(app.sessions, dict) else enumerate(app.sessions)
+    outboxes = getattr(app, "outboxes", {})
+    held = 0
+    for session_id, ws in list(sessions):
+        if ports is not None and ws.remote_address[1] not in ports:
+            continue
+        if not ws.transport.is_closing():
+            held += ws.transport.get_write_buffer_size()
+        if session_id in outboxes:
+            held += outboxes[session_id].bytes
+    return held
 
 
 async def broadcast_latency(
@@ -294,6 +307,7 @@ async def broadcast_latency(
     payload_size: int = 4096,
     sndbuf: int = 16 * 1024,
     rcvbuf: int = 16 * 1024,
+    tail: float = 0.25,
     seed: int = 1,
 ) -> LatencyRun:
     """Broadcast a stamped message every ``interval`` s to ``clients`` clients, ``stalled`` of which never read.
@@ -303,7 +317,8 @@ async def broadcast_latency(
     message too; a message not received by the end counts as ``end -
     scheduled`` (a lower bound). Kernel buffers are kept small (``sndbuf``
     on the server's sockets, ``rcvbuf`` on stalled clients) so that
-    stalled clients push back within a second.
+    stalled clients push back within a second. Healthy clients get ``tail``
+    more seconds to receive the last messages.
     """
     variant = variant or getattr(app, "name", type(app).__name__)
     rng = random.Random(seed)
@@ -329,6 +344,7 @@ async def broadcast_latency(
                 async for message in ws:
                     log.append((unstamp(message)[0], loop.time()))
 
+        stalled_ports = {conns[i].local_address[1] for i in stalled_ids}
         for i, ws in enumerate(conns):
             if i in stalled_ids:
                 ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -347,15 +363,15 @@ async def broadcast_latency(
 
         async def sample() -> None:
             while True:
-                held.append((loop.time() - start, held_bytes(app)))
+                held.append((loop.time() - start, held_bytes(app, stalled_ports)))
                 await asyncio.sleep(0.05)
 
         lab.spawn(sample(), name=f"{variant}-sampler")
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ticker(), duration + 0.5)  # a blocked loop is cut off here
-        end = start + duration + 0.5
+            await asyncio.wait_for(ticker(), duration + tail)  # a blocked loop is cut off here
+        end = start + duration + tail
         await asyncio.sleep(max(0.0, end - loop.time()))
-        held.append((loop.time() - start, held_bytes(app)))
+        held.append((loop.time() - start, held_bytes(app, stalled_ports)))
         removed = before - len(app.sessions)
         for ws in conns:  # the clients are instruments: end them now, no closing handshake
             ws.transport.abort()
@@ -368,3 +384,35 @@ async def broadcast_latency(
             latencies.append(got[seq] - due if seq in got else end - due)
     delivered = sum(len(log) for log in received) / max(1, len(received) * count)
     return LatencyRun(variant, clients, stalled, latencies, delivered, held, removed)
+
+
+# -- a blocked send -------------------------------------------------------------------------------
+
+
+async def blocked_send_removal(app: Any, *, size: int = 4 * 1024 * 1024, deadline: float = 5.0) -> float | None:
+    """Seconds from a broadcast to the removal of a client whose send blocks at once.
+
+    One client stops reading, then the server broadcasts one ``size``-byte
+    message: more than its kernel buffers take, so the send blocks right
+    away. Returns None if the session is still held after ``deadline``.
+    """
+    payload = random.Random(0).randbytes(size)
+    async with Lab(app.timeline) as lab:
+        server, _ = await start_variant(lab, app, name="blocked-server", proxy=False, sndbuf=16 * 1024, compression=None)
+        ws = await lab.connect(server.url, name="blocked-client", compression=None, max_size=None)
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        ws.transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 2.0
+        while not app.sessions and loop.time() < end:
+            await asyncio.sleep(POLL)
+        [server_ws] = app.sessions.values()
+        start = lab.timeline.now()
+        broadcast = asyncio.ensure_future(app.broadcast(payload))
+        try:
+            return await _removed_after(app, server_ws, start, lab.timeline, deadline)
+        finally:
+            broadcast.cancel()
+            with contextlib.suppress(BaseException):
+                await broadcast
+            ws.transport.abort()

@@ -428,11 +428,6 @@ class FixedServer:
         self.outboxes.pop(session_id, None)
         self.timeline.record(self.name, "removed", conn=f"s{session_id}", detail=reason, sessions=len(self.sessions))
 
-    def held_bytes(self) -> int:
-        """Bytes this server holds for its clients: outboxes plus write buffers."""
-        held = sum(outbox.bytes for outbox in self.outboxes.values())
-        return held + sum(ws.transport.get_write_buffer_size() for ws in self.sessions.values())
-
 
 class BroadcastServer(FixedServer):
     """Removal as in :class:`FixedServer`, then what websockets offers: its keepalive and ``broadcast()``.
