@@ -53,7 +53,7 @@ def session_map(
     ax.set_ylabel("count (sessions)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.legend(loc="center right")  # the upper left stays free for the marks' labels
     fig.tight_layout()
     return fig
 
@@ -105,7 +105,7 @@ def broadcast_latency(
     top.set_yscale("log")
     top.set_ylabel("latency (ms, log scale)")
     top.grid(alpha=0.3, which="both")
-    top.legend(loc="upper left", fontsize=8)
+    bottom.legend(loc="upper left", fontsize=8)  # the top panel carries the marks' labels
     bottom.set_ylabel("time since last message (s)")
     bottom.set_xlabel("time (s)")
     bottom.set_ylim(bottom=0)
