@@ -191,3 +191,20 @@ async def test_client_sees_the_proxy_close_as_connection_closed():
         await proxy.set_fault("close")
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 2)
+
+
+async def test_set_fault_while_a_connection_is_still_reaching_upstream_applies_to_it():
+    # Accepted during a stall, its upstream connection made after set_fault("pass"):
+    # it must relay, not stay stalled with the fault it was accepted under.
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        await proxy.set_fault("stall")
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        await proxy.set_fault("pass")  # before the proxy's own connect to the server completed
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a WebSocket handshake: the server answers
+        try:
+            assert await asyncio.wait_for(reader.readline(), 3)
+            assert [c.fault for c in proxy.connections] == ["pass"]
+        finally:
+            writer.close()

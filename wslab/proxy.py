@@ -309,8 +309,11 @@ class FaultProxy:
         self.connections.append(conn)
         self.timeline.record(self.name, "open", conn=conn.label)
         conn.client.transport.resume_reading()
-        if conn.fault != "pass":
-            conn.apply(conn.fault, conn.delay)
+        # Apply the proxy's fault as it is now: set_fault() may have run while the upstream
+        # connection was being made, and this connection wasn't in self.connections yet.
+        conn.fault, conn.delay = "pass", 0.0
+        if self.fault not in ("pass", "refuse"):
+            conn.apply(self.fault, self.delay)
 
     def _connection_closed(self, conn: ProxyConnection, side: _Side, exc: Exception | None) -> None:
         if conn in self.connections:
