@@ -27,6 +27,7 @@ import contextlib
 import errno
 import logging
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -86,15 +87,17 @@ class _ConnectionLabels:
     """Short labels for connections (c1, c2, ...) so tables stay readable."""
 
     def __init__(self) -> None:
-        self._labels: dict[int, str] = {}
+        # Weak keys, not id(ws): once a connection is garbage-collected, a new one
+        # can get the same id() and would inherit the old label (and its events).
+        self._labels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._count = 0
 
     def __call__(self, ws: Any) -> str:
-        key = id(ws)
-        if key not in self._labels:
+        label = self._labels.get(ws)
+        if label is None:
             self._count += 1
-            self._labels[key] = f"c{self._count}"
-        return self._labels[key]
+            label = self._labels[ws] = f"c{self._count}"
+        return label
 
 
 class LabServer:
