@@ -240,7 +240,7 @@ class ClosePage:
         self.console.append(message.text)
         self.timeline.record(self.name, "console", detail=f"{message.type}: {message.text}")
 
-    async def open(self, url: str, *, timeout: float = 5.0) -> int:
+    async def open(self, url: str, *, timeout: float = 10.0) -> int:
         """Run ``new WebSocket(url)`` in the page; wait until it opens or closes. Returns its index.
 
         Raises:
@@ -262,7 +262,7 @@ class ClosePage:
             self.timeline.record(self.name, "open", conn=f"s{i}", detail=url)
         return i
 
-    async def wait_close(self, socket: int, *, timeout: float = 5.0) -> CloseEvent | None:
+    async def wait_close(self, socket: int, *, timeout: float = 10.0) -> CloseEvent | None:
         """The ``CloseEvent`` of WebSocket ``socket``, or None if ``onclose`` did not fire within ``timeout``."""
         found = await self._wait("i => window.closes.some(c => c.socket === i)", socket, timeout)
         if not found:
