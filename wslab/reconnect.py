@@ -432,7 +432,8 @@ class ReconnectingClient:
 def _close_event(ws: ClientConnection) -> CloseEvent:
     exc = ws.close_exc if ws.close_code is not None else None
     clean = exc is not None and exc.rcvd is not None and exc.sent is not None
-    return CloseEvent(ws.close_code if ws.close_code is not None else 1006, ws.close_reason or "", clean)
+    code = int(ws.close_code) if ws.close_code is not None else 1006  # int, not websockets' CloseCode enum
+    return CloseEvent(code, ws.close_reason or "", clean)
 
 
 async def _close_within(ws: ClientConnection, deadline: float, code: int = 1000, reason: str = "") -> None:
