@@ -42,6 +42,10 @@ def test_portable_path_gives_a_timeout_without_errno_and_a_write_error():
     assert isinstance(result.reader_error, TimeoutError)
     assert result.reader_error.errno is None  # Python's socket timeout, not the kernel's ETIMEDOUT
     assert isinstance(result.writer_error, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
+    assert result.writer_errors and result.writer_errors[-1] is result.writer_error
+    assert len(result.writer_errors) <= 2  # at most the RST, then the broken pipe
+    if sys.platform.startswith("linux"):
+        assert isinstance(result.writer_error, BrokenPipeError)
     assert not result.matches_seed
     assert 0.3 < result.reader_after < 4.0
 

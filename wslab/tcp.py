@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 try:  # POSIX only
     import fcntl
@@ -57,11 +57,14 @@ class SeedErrors:
         method: ``"TCP_USER_TIMEOUT"`` (Linux) or ``"portable"`` (elsewhere).
         reader_error: The exception ``recv()`` raised, or None if it raised none.
         reader_after: When, in seconds since the peer stopped reading.
-        writer_error: The exception ``send()`` raised, or None.
+        writer_error: The exception that stopped the writer's ``send()``, or None.
         writer_after: When, in seconds since the peer stopped reading.
         bytes_accepted: How many bytes ``send()`` accepted before the error:
             the kernel took them, nobody ever read them.
         user_timeout: The ``TCP_USER_TIMEOUT`` set, in seconds (None if not set).
+        writer_errors: Every error ``send()`` raised, in order; on the portable
+            path a ``ConnectionResetError`` (the RST) may come before the
+            ``BrokenPipeError`` that stops the writer.
     """
 
     method: str
@@ -71,6 +74,7 @@ class SeedErrors:
     writer_after: float | None
     bytes_accepted: int
     user_timeout: float | None
+    writer_errors: list[BaseException] = field(default_factory=list)
 
     @property
     def reader_line(self) -> str:
@@ -115,8 +119,9 @@ def reproduce_seed_errors(
     * ``portable=True`` (the default where ``TCP_USER_TIMEOUT`` is missing):
       the reader's socket has a ``user_timeout`` timeout, so ``recv()`` raises
       ``TimeoutError('timed out')``, raised by Python, not by the kernel, and
-      without an errno; the peer then closes, and writing to a connection the
-      peer has closed raises ``BrokenPipeError`` (or ``ConnectionResetError``).
+      without an errno; the peer then closes with unread data, which sends an
+      RST: the writer's next ``send()`` may raise ``ConnectionResetError``, and
+      it keeps writing until ``BrokenPipeError`` (or the deadline).
 
     It never waits more than ``deadline`` seconds and always closes its sockets.
 
@@ -168,6 +173,7 @@ def _run_threads(
 ) -> SeedErrors:
     """Run a blocked reader and a persistent writer on ``server`` until both fail or ``deadline``."""
     results: dict[str, tuple[BaseException | None, float | None]] = {}
+    writer_errors: list[BaseException] = []
     accepted = 0
     stop = threading.Event()
     start = time.monotonic()
@@ -194,7 +200,10 @@ def _run_threads(
             except OSError as exc:
                 if isinstance(exc, TimeoutError) and exc.errno is None:
                     continue  # Python's own socket timeout (Windows path): no room yet
+                writer_errors.append(exc)
                 results["writer"] = (exc, time.monotonic() - start)
+                if peer is not None and isinstance(exc, ConnectionResetError) and len(writer_errors) == 1:
+                    continue  # portable path: the RST first, the broken pipe on the next write
                 return
 
     threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
@@ -212,7 +221,9 @@ def _run_threads(
             thread.join(1.0)
     reader_error, reader_after = results.get("reader", (None, None))
     writer_error, writer_after = results.get("writer", (None, None))
-    return SeedErrors(method, reader_error, reader_after, writer_error, writer_after, accepted, user_timeout)
+    return SeedErrors(
+        method, reader_error, reader_after, writer_error, writer_after, accepted, user_timeout, writer_errors
+    )
 
 
 def _send_nowait(sock: socket.socket, data: bytes) -> int:
