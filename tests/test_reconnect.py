@@ -123,6 +123,15 @@ async def test_gives_up_after_max_retries_with_an_event():
         assert len(lab.timeline.select(source="client", kind="retry")) == 3
 
 
+async def test_wait_open_fails_at_once_when_the_client_gave_up():
+    async with Lab() as lab:
+        client = await start(lab, f"ws://127.0.0.1:{free_port()}", max_retries=1)
+        started = time.monotonic()
+        with pytest.raises(LabError, match="stopped without connecting"):
+            await client.wait_open(30)
+        assert time.monotonic() - started < 10  # not the full 30 s
+
+
 @pytest.mark.parametrize("code", [1008, 4000, 4401])
 async def test_policy_codes_are_not_retried(code):
     async def kick(ws):

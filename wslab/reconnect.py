@@ -168,7 +168,7 @@ class ReconnectingClient:
         self.on_error: Callable[[BaseException], Any] | None = None
         self.on_give_up: Callable[[str], Any] | None = None
 
-        self.state = "new"  # new, connecting, open, waiting, closed
+        self.state = "new"  # new, connecting, open, disconnected, waiting (the delay), closed
         self.attempts = 0  # connection attempts, ever
         self.opens = 0  # connections opened, ever
         self.retries = 0  # reconnection attempts since the last connection that lasted min_uptime
@@ -274,8 +274,7 @@ class ReconnectingClient:
             pass
         finally:
             self._opened.clear()
-            if self.state == "open":
-                self.state = "connecting"
+            self.state = "disconnected"
         await _close_within(ws, CLOSE_DEADLINE)  # normally closed already; never wait forever
         self._ws = None
         close = _close_event(ws)
@@ -382,12 +381,23 @@ class ReconnectingClient:
     # -- waiting and closing -----------------------------------------------------------
 
     async def wait_open(self, timeout: float = 10.0) -> None:
-        """Wait until the client is connected (and its buffer flushed), at most ``timeout`` seconds."""
+        """Wait until the client is connected (and its buffer flushed), at most ``timeout`` seconds.
+
+        Raises:
+            LabError: not connected in time, or the client stopped (gave up, closed) meanwhile.
+        """
+        waiters = [asyncio.ensure_future(self._opened.wait()), asyncio.ensure_future(self._done.wait())]
         try:
-            await asyncio.wait_for(self._opened.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise LabError(f"{self.name} did not connect within {timeout} s (state: {self.state}); "
-                           f"see its events on the timeline") from None
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._opened.is_set():
+            return
+        if self._done.is_set():
+            raise LabError(f"{self.name} stopped without connecting: {self.gave_up or 'closed'}")
+        raise LabError(f"{self.name} did not connect within {timeout} s (state: {self.state}); "
+                       f"see its events on the timeline")
 
     async def wait_done(self, timeout: float = 10.0) -> None:
         """Wait until :meth:`run` has returned (closed or given up), at most ``timeout`` seconds."""
