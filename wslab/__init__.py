@@ -7,6 +7,8 @@ The modules, each with one job:
 - :mod:`wslab.servers`: the seed's naive session-map server (and fixed ones).
 - :mod:`wslab.timeline`: timestamped events instead of prints.
 - :mod:`wslab.failures`: four ways a client dies, inflicted for real.
+- :mod:`wslab.closecodes`: close codes, their meanings, and which ones a client retries after.
+- :mod:`wslab.reconnect`: a reconnecting client: backoff, close-code table, send buffer, replay.
 - :mod:`wslab.display`: show wslab's own source in a notebook.
 """
 
