@@ -1,8 +1,8 @@
 """A thundering herd, for real: N websockets clients on 127.0.0.1 lose their server and reconnect.
 
 :func:`run_herd` starts a lab server, connects ``n`` clients, restarts the
-server (:meth:`~wslab.lab.LabServer.restart`: the listening socket really
-closes, connection attempts are refused until it listens again), and records
+server (like :meth:`~wslab.lab.LabServer.restart`: the listening socket really
+closes, connection attempts are refused until it listens again on the same port), and records
 every reconnection attempt. Each client waits ``Backoff(**policy).next()``
 before each attempt, like the simulation in :mod:`wslab.simulate`; the server
 admits at most the capacity of an :class:`~wslab.simulate.AcceptLimit` and
@@ -29,7 +29,7 @@ from .backoff import Backoff
 from .lab import CLOSE_DEADLINE, Lab, LabError
 from .simulate import AcceptLimit, HerdResult, client_seed
 
-__all__ = ["run_herd", "raise_fd_limit"]
+__all__ = ["run_herd", "herd_member", "raise_fd_limit"]
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -48,7 +48,7 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-async def _member(
+async def herd_member(
     i: int, ws: ClientConnection, url: str, backoff: Backoff, result: HerdResult,
     t0: list[float], open_timeout: float, conns: list,
 ) -> None:
@@ -112,17 +112,21 @@ async def run_herd(
     limiting = False  # no limit while the herd first connects
 
     def admit(connection: ServerConnection, request):
-        if limiting and not limit.admit():
+        if not limiting:
+            return None
+        if not limit.admit():
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy, try again later\n")
+        result.accepted_at.append(time.monotonic() - t0[0])
         return None
 
     async def handler(ws: ServerConnection) -> None:
         await ws.wait_closed()
 
+    result = HerdResult(n=n, back_at=math.nan, reconnected=[math.nan] * n, lost=[math.nan] * n, label=label)
+    t0 = [math.nan]  # when the outage began, on the monotonic clock
     server = await lab.serve(handler, name=name, process_request=admit, backlog=max(128, n))
     conns: list[ClientConnection | None] = [None] * n
     members: list[asyncio.Task] = []
-    result = HerdResult(n=n, back_at=math.nan, reconnected=[math.nan] * n, lost=[math.nan] * n, label=label)
     try:
         async with asyncio.timeout(10 + n / 50):
             # First connect everyone, at most 100 handshakes at a time.
@@ -132,20 +136,20 @@ async def run_herd(
                 async with gate:
                     conns[i] = await connect(server.url, open_timeout=10, ping_interval=None)
 
-            started = time.monotonic()
             await asyncio.gather(*(first(i) for i in range(n)))
-            result.handshake_cost = (time.monotonic() - started) / n
-        t0 = [math.nan]
         for i in range(n):
             backoff = Backoff(**policy, seed=client_seed(seed, i))
             members.append(asyncio.create_task(
-                _member(i, conns[i], server.url, backoff, result, t0, open_timeout, conns)))
+                herd_member(i, conns[i], server.url, backoff, result, t0, open_timeout, conns)))
         await asyncio.sleep(0)  # let every member start waiting for its connection to close
         t0[0] = time.monotonic()
         limiting = True
         limit.refill()  # idle during the outage, the bucket is full when the server is back
-        await server.restart(downtime=downtime)
+        # LabServer.restart(downtime=...), in its three steps, to time the moment it listens again.
+        await server.stop(code=1012, reason="service restart")
+        await asyncio.sleep(downtime)
         result.back_at = time.monotonic() - t0[0]
+        await server.start()
         remaining = deadline - result.back_at
         if remaining > 0:
             await asyncio.wait(members, timeout=remaining)

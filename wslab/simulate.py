@@ -16,6 +16,8 @@ The model, for each client:
 
 That is the contention model of the AWS study "Exponential Backoff And
 Jitter": every attempt costs the server work, only some of them succeed.
+Attempts take no time here: the model leaves out how long a handshake takes
+and the CPU each retry costs the machine (notebook 05 shows where that shows).
 """
 
 from __future__ import annotations
@@ -80,10 +82,9 @@ class HerdResult:
         attempt_ok: For each attempt, 1 if it connected, 0 if it failed.
         reconnected: For each client, when it was connected again (``nan`` if never).
         lost: For each client, when it noticed the connection was gone.
+        accepted_at: When the server admitted each connection that it accepted.
         durations: How long each attempt took until it failed or connected
             (measured in real runs only).
-        handshake_cost: Real runs: seconds of this event loop's time per
-            handshake, measured while the herd first connected.
         label: What was run, for plot legends.
     """
 
@@ -93,8 +94,8 @@ class HerdResult:
     attempt_ok: bytearray = field(default_factory=bytearray)
     reconnected: list[float] = field(default_factory=list)
     lost: list[float] = field(default_factory=list)
+    accepted_at: array = field(default_factory=lambda: array("d"))
     durations: array = field(default_factory=lambda: array("d"))
-    handshake_cost: float = math.nan
     label: str = ""
 
     @property
@@ -126,20 +127,32 @@ class HerdResult:
         return int(counts[int(self.back_at / bin):].max(initial=0))
 
     def peak_accept_rate(self, bin: float = 0.1) -> float:
-        """The most connections accepted in any ``bin``-second interval, per second."""
-        return float(self.per_bin(bin, ok=True).max(initial=0)) / bin
+        """The most connections the server accepted in any ``bin``-second interval, per second."""
+        accepted = np.frombuffer(self.accepted_at, dtype=float) if len(self.accepted_at) else np.zeros(0)
+        return float(np.bincount((accepted / bin).astype(int)).max(initial=0)) / bin
 
     def fraction_back(self, times) -> np.ndarray:
         """For each time, the fraction of clients reconnected by then."""
         done = np.sort(np.asarray(self.reconnected, dtype=float))
         return np.searchsorted(done, np.asarray(times, dtype=float), side="right") / self.n
 
+    def distance(self, other: HerdResult) -> float:
+        """The largest gap between this herd's fraction reconnected and ``other``'s, at any moment (0 to 1)."""
+        moments = np.concatenate([np.asarray(self.reconnected), np.asarray(other.reconnected)])
+        moments = np.sort(moments[~np.isnan(moments)])
+        if not moments.size:
+            return 0.0
+        return float(np.abs(self.fraction_back(moments) - other.fraction_back(moments)).max())
+
     def summary(self) -> dict:
+        """The figures a notebook table shows, rounded."""
         return {
+            "strategy": self.label,
             "clients": self.n,
             "attempts": self.total_attempts,
             "all back": self.all_back,
-            "completion (s)": round(self.completion_time, 2),
+            "server back at (s)": round(self.back_at, 2),
+            "all back at (s)": round(self.completion_time, 2),
             "peak attempts / 100 ms": self.peak_attempts(),
             "peak accepts / s": round(self.peak_accept_rate()),
         }
@@ -152,7 +165,6 @@ def simulate(
     downtime: float,
     accept_rate: float,
     burst: float | None = None,
-    service_time: float = 0.0,
     seed: int = 0,
     replay: bool = False,
     lost_at: list[float] | None = None,
@@ -168,11 +180,6 @@ def simulate(
         downtime: When the server listens again, in seconds after the outage began.
         accept_rate: The server's capacity, connections per second (see :class:`AcceptLimit`).
         burst: The capacity's burst size (default: 100 ms worth).
-        service_time: Server time each attempt takes once the server is back
-            (handshake or 503). The server handles attempts one at a time, in
-            order of arrival, so a herd arriving at once is served over
-            ``n * service_time`` seconds. Attempts while it is down are refused
-            by the kernel at no cost.
         seed: Seeds the one random generator all clients draw from: same seed, same result.
         replay: Give client ``i`` its own generator seeded like
             :func:`wslab.herd.run_herd` does, so it draws the same delays as its
@@ -190,7 +197,7 @@ def simulate(
     limit.refill(now=downtime)
     lost = list(lost_at) if lost_at is not None else [0.0] * n
     result = HerdResult(n=n, back_at=downtime, reconnected=[math.nan] * n, lost=lost, label=label)
-    times, oks, reconnected = result.attempt_times, result.attempt_ok, result.reconnected
+    times, oks, reconnected, accepted = result.attempt_times, result.attempt_ok, result.reconnected, result.accepted_at
 
     # While the server is down, clients don't affect each other: every attempt is
     # refused. So run each client alone up to its first attempt after ``downtime``.
@@ -205,23 +212,19 @@ def simulate(
     # From then on they compete for the server's capacity: take attempts in time order.
     heapq.heapify(heap)
     admit = limit.admit
-    free_at = downtime  # when the server can take the next attempt
     while heap:
         t, i = heap[0]  # the earliest next attempt
         if t > horizon:
             break
         times.append(t)
-        done = t  # when the client learns the outcome
-        if t >= downtime:
-            start = max(t, free_at)
-            done = free_at = start + service_time
-            if admit(start):
-                oks.append(1)
-                reconnected[i] = done
-                heapq.heappop(heap)
-                continue
-        oks.append(0)
-        heapq.heapreplace(heap, (done + backoffs[i].next(), i))  # pop and push in one step
+        if admit(t):
+            oks.append(1)
+            reconnected[i] = t
+            accepted.append(t)
+            heapq.heappop(heap)
+        else:
+            oks.append(0)
+            heapq.heapreplace(heap, (t + backoffs[i].next(), i))  # pop and push in one step
     return result
 
 
