@@ -188,10 +188,10 @@ class ReconnectingClient:
         self._wake = asyncio.Event()  # set by close() to cut a backoff sleep short
         self._opened = asyncio.Event()
         self._done = asyncio.Event()
-        self._logger = logging.getLogger(f"wslab.client.{id(self)}")
-        self._logger.propagate = False  # never print: record on the timeline
+        # websockets logs to this logger. It is not registered with logging.getLogger(), so it goes
+        # away with the client, and it has no parent, so nothing reaches stderr: only the timeline.
+        self._logger = logging.Logger(f"wslab.client.{name}", level=logging.WARNING)
         self._logger.addHandler(TimelineLogHandler(self.timeline, name))
-        self._logger.setLevel(logging.WARNING)
 
     # -- the loop ---------------------------------------------------------------
 
