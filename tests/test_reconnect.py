@@ -185,6 +185,20 @@ async def test_user_close_does_not_reconnect_and_sends_1000():
             await client.send("too late")
 
 
+async def test_close_during_the_handshake_stops_for_good():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await lab.proxy(server, name="proxy")
+        await proxy.set_fault("latency", delay=0.3)  # a slow opening handshake
+        client = await start(lab, proxy.url)
+        assert await until(lambda: client.state == "connecting")
+        await client.close()
+        await client.wait_done(5)
+        assert client.state == "closed" and client.opens == 0
+        assert await until(lambda: lab.timeline.select(source="echo", kind="closed"))
+        assert lab.timeline.select(source="echo", kind="closed")[0].code == 1000
+
+
 async def test_lab_close_cancels_run_and_closes_cleanly():
     lab = Lab()
     server = await lab.serve(echo, name="echo")
@@ -424,3 +438,33 @@ async def test_cli_client_exits_1_when_it_gives_up():
     out, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 1
     assert "give-up" in out.decode() and "max_retries=2" in out.decode()
+
+
+# -- the replay protocol's pieces, as properties ----------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from wslab.servers import _last_seq, decode_message  # noqa: E402
+
+
+@given(st.integers(min_value=0, max_value=2**53), st.text())
+def test_encoded_messages_decode_to_their_number_and_data(seq, data):
+    assert decode_message(encode_message(seq, data)) == (seq, data, None)
+
+
+@given(st.one_of(st.text(), st.binary()))
+def test_anything_else_decodes_without_a_number(raw):
+    seq, data, control = decode_message(raw)
+    if control is None and seq is None:
+        assert data == raw
+
+
+@given(st.integers(min_value=-1, max_value=10**12))
+def test_last_seq_round_trips_through_the_client_url(last_seq):
+    client = ReconnectingClient("ws://127.0.0.1:9/feed?room=a")
+    client.last_seq = last_seq
+    url = client._url()
+    assert _last_seq(url) == last_seq and "room=a" in url
+    client.recover = False
+    assert client._url() == "ws://127.0.0.1:9/feed?room=a"

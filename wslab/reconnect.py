@@ -202,6 +202,9 @@ class ReconnectingClient:
         try:
             while True:
                 ws = await self._attempt()
+                if ws is not None and self._closing:  # close() was called during the handshake
+                    await _close_within(ws, CLOSE_DEADLINE)
+                    return "closed by the user"
                 if ws is not None:
                     close = await self._session(ws)
                     if self._closing:
