@@ -44,6 +44,7 @@ __all__ = [
     "detection_times",
     "broadcast_latency",
     "held_bytes",
+    "abort_connections",
     "blocked_send_removal",
     "percentile",
 ]
@@ -89,6 +90,13 @@ async def start_variant(
     server = await lab.serve(handler, name=name, **options)
     front = await lab.proxy(server, name=f"{name}-proxy") if proxy else None
     return server, front
+
+
+def abort_connections(server: LabServer) -> None:
+    """Abort every connection of ``server``: the clients are dead anyway, don't wait for handshakes."""
+    if server.server is not None:
+        for ws in list(server.server.all_connections):
+            ws.transport.abort()
 
 
 def _holds(app: Any, ws: ServerConnection) -> bool:
@@ -144,7 +152,9 @@ async def survival(
         app = make_app(variant, lab.timeline, label, **options)
         server, proxy = await start_variant(lab, app, name=label)
         lab.spawn(app.broadcast_forever(broadcast_every, b"tick"), name=f"{label}-broadcast")
-        victims = [await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-{mode}") for mode in modes]
+        victims = [
+            await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-{mode}", deadline=10.0) for mode in modes
+        ]
         await asyncio.sleep(0.1)
         wait = max(bounds.values()) + 0.5
 
@@ -153,7 +163,9 @@ async def survival(
             after = await _removed_after(app, victim.server_ws, victim.fault_at, lab.timeline, wait)
             return Removal(variant, victim.mode, after, bounds[victim.mode])
 
-        return list(await asyncio.gather(*(one(v) for v in victims)))
+        removals = list(await asyncio.gather(*(one(v) for v in victims)))
+        abort_connections(server)
+        return removals
 
 
 # -- session map over time -----------------------------------------------------------------------
@@ -164,7 +176,7 @@ async def map_size(
     *,
     waves: int = 3,
     modes: Iterable[str] = FAILURE_MODES,
-    gap: float = 0.8,
+    gap: float = 0.6,
     sample_every: float = 0.02,
     timeline: Timeline | None = None,
     label: str | None = None,
@@ -192,11 +204,12 @@ async def map_size(
         lab.spawn(sample(), name=f"{label}-sampler")
         for wave in range(waves):
             victims = [
-                await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-w{wave}-{mode}") for mode in modes
+                await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-w{wave}-{mode}", deadline=10.0) for mode in modes
             ]
             await asyncio.sleep(0.2)
             await asyncio.gather(*(inflict(lab, v) for v in victims))
             await asyncio.sleep(gap)
+        abort_connections(server)
     return samples
 
 
@@ -228,7 +241,8 @@ async def detection_times(
             app = make_app("keepalive", lab.timeline, label, ping_interval=interval, ping_timeout=timeout)
             server, proxy = await start_variant(lab, app, name=label)
             victims = [
-                await connect_victim(lab, server, "vanished", proxy=proxy, name=f"{label}-v{r}") for r in range(repeats)
+                await connect_victim(lab, server, "vanished", proxy=proxy, name=f"{label}-v{r}", deadline=10.0)
+                for r in range(repeats)
             ]
             phases = [rng.uniform(0, interval) for _ in victims]
 
@@ -238,7 +252,9 @@ async def detection_times(
                 after = await _removed_after(app, victim.server_ws, victim.fault_at, lab.timeline, interval + timeout + slack)
                 return interval, timeout, after
 
-            return list(await asyncio.gather(*(one(v, p) for v, p in zip(victims, phases))))
+            rows = list(await asyncio.gather(*(one(v, p) for v, p in zip(victims, phases))))
+            abort_connections(server)
+            return rows
 
         results = await asyncio.gather(*(one_setting(i, pi, pt) for i, (pi, pt) in enumerate(settings)))
     return [row for rows in results for row in rows]
@@ -258,6 +274,7 @@ class LatencyRun:
     delivered: float  # fraction of the scheduled messages healthy clients received
     held: list[tuple[float, int]] = field(repr=False)  # (seconds, bytes held for the stalled clients)
     removed: int  # sessions the server removed during the run
+    removed_stalled: int = 0  # of which stalled clients
 
     @property
     def p50(self) -> float:
@@ -373,6 +390,8 @@ async def broadcast_latency(
         await asyncio.sleep(max(0.0, end - loop.time()))
         held.append((loop.time() - start, held_bytes(app, stalled_ports)))
         removed = before - len(app.sessions)
+        still = {ws.remote_address[1] for ws in (app.sessions.values() if isinstance(app.sessions, dict) else app.sessions)}
+        removed_stalled = len(stalled_ports - still)
         for ws in conns:  # the clients are instruments: end them now, no closing handshake
             ws.transport.abort()
 
@@ -383,7 +402,7 @@ async def broadcast_latency(
             due = start + seq * interval
             latencies.append(got[seq] - due if seq in got else end - due)
     delivered = sum(len(log) for log in received) / max(1, len(received) * count)
-    return LatencyRun(variant, clients, stalled, latencies, delivered, held, removed)
+    return LatencyRun(variant, clients, stalled, latencies, delivered, held, removed, removed_stalled)
 
 
 # -- a blocked send -------------------------------------------------------------------------------
