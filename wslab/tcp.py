@@ -39,7 +39,7 @@ try:  # POSIX only
 except ImportError:  # pragma: no cover - Windows
     fcntl = termios = None  # type: ignore[assignment]
 
-__all__ = ["SeedErrors", "reproduce_seed_errors", "unsent_bytes", "unread_bytes"]
+__all__ = ["HAS_USER_TIMEOUT", "SeedErrors", "reproduce_seed_errors", "unsent_bytes", "unread_bytes"]
 
 # TCP_USER_TIMEOUT exists on Linux only (since 2.6.37).
 HAS_USER_TIMEOUT = hasattr(socket, "TCP_USER_TIMEOUT")
