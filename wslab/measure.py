@@ -408,16 +408,21 @@ async def broadcast_latency(
 # -- a blocked send -------------------------------------------------------------------------------
 
 
-async def blocked_send_removal(app: Any, *, size: int = 4 * 1024 * 1024, deadline: float = 5.0) -> float | None:
+async def blocked_send_removal(
+    app: Any, *, size: int = 4 * 1024 * 1024, deadline: float = 5.0, **serve_options: Any
+) -> float | None:
     """Seconds from a broadcast to the removal of a client whose send blocks at once.
 
     One client stops reading, then the server broadcasts one ``size``-byte
     message: more than its kernel buffers take, so the send blocks right
     away. Returns None if the session is still held after ``deadline``.
+    ``serve_options`` go to ``lab.serve()``, e.g. websockets' ``ping_interval``.
     """
     payload = random.Random(0).randbytes(size)
     async with Lab(app.timeline) as lab:
-        server, _ = await start_variant(lab, app, name="blocked-server", proxy=False, sndbuf=16 * 1024, compression=None)
+        server, _ = await start_variant(
+            lab, app, name="blocked-server", proxy=False, sndbuf=16 * 1024, compression=None, **serve_options
+        )
         ws = await lab.connect(server.url, name="blocked-client", compression=None, max_size=None)
         ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         ws.transport.pause_reading()
