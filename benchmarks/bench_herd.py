@@ -9,6 +9,10 @@ Prints each figure next to its target (issue 4); never fails on timing.
   differs by at most 0.1 at any moment (full jitter).
 
 Server and the 1,000 clients share one event loop, on 127.0.0.1. Takes about 25 s.
+That loop bounds two figures: a no-jitter wave can't start faster than the loop
+opens sockets (with the server's handshakes interleaved), which lowers its peak
+per 100 ms; and a burst of accepted handshakes lags the loop, which bunches the
+full-jitter attempts due meanwhile. The model has neither effect.
 Run it with ``python3 tasks.py bench benchmarks/bench_herd.py``.
 """
 
