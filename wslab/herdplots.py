@@ -37,13 +37,15 @@ def delay_spread(
         line = ax.plot(n, mid, marker=".", label=name)[0]
         ax.fill_between(n, low, high, color=line.get_color(), alpha=0.15)
     ax.axhline(cap, color="0.4", linestyle="--", linewidth=1)
-    ax.annotate("cap", xy=(0, cap), xytext=(2, 3), textcoords="offset points", fontsize=8, color="0.3")
+    ax.annotate("cap", xy=(1, cap), xycoords=("axes fraction", "data"), xytext=(-3, 3),
+                textcoords="offset points", ha="right", fontsize=8, color="0.3")
     ax.set_title(title)
     ax.set_xlabel("attempt number n since the connection was lost")
     ax.set_ylabel("delay (s): median, 5-95 % band")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylim(0, cap * 1.1)
     fig.tight_layout()
     return fig
 
