@@ -10,7 +10,6 @@ import contextlib
 import os
 import random
 import socket
-import sys
 
 import pytest
 from websockets.asyncio.client import connect

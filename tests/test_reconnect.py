@@ -16,7 +16,7 @@ import pytest
 from wslab import Lab, LabError
 from wslab.backoff import Backoff
 from wslab.reconnect import BufferFull, ReconnectingClient
-from wslab.servers import ReplayServer, encode_message
+from wslab.replay import ReplayServer, encode_message
 
 FAST = dict(min_delay=0.05, max_delay=0.2, open_timeout=2.0, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.3)
 
@@ -445,7 +445,7 @@ async def test_cli_client_exits_1_when_it_gives_up():
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from wslab.servers import _last_seq, decode_message  # noqa: E402
+from wslab.replay import _last_seq, decode_message  # noqa: E402
 
 
 @given(st.integers(min_value=0, max_value=2**53), st.text())

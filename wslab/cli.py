@@ -30,7 +30,6 @@ import sys
 import textwrap
 import threading
 import urllib.parse
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .lab import Lab, LabError, check_url

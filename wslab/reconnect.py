@@ -47,7 +47,7 @@ from websockets.exceptions import ConnectionClosed
 from . import closecodes
 from .backoff import Backoff
 from .lab import LabError, check_url
-from .servers import decode_message
+from .replay import decode_message
 from .timeline import Timeline, TimelineLogHandler, describe_exception
 
 __all__ = ["ReconnectingClient", "CloseEvent", "Message", "BufferFull"]
@@ -78,7 +78,7 @@ class CloseEvent:
 
 @dataclass(frozen=True)
 class Message:
-    """A received message. ``seq`` is its number if the server numbers them (:class:`~wslab.servers.ReplayServer`)."""
+    """A received message. ``seq`` is its number if the server numbers them (:class:`~wslab.replay.ReplayServer`)."""
 
     data: str | bytes
     seq: int | None = None

@@ -86,177 +86,6 @@ class NaiveServer:
             await asyncio.sleep(interval)
 
 
-# -- ReplayServer: numbered broadcasts, replay of a reconnecting client's gap --------
-
-import contextlib  # noqa: E402  (this region's own imports, kept next to the code that uses them)
-import json  # noqa: E402
-import urllib.parse  # noqa: E402
-from collections import deque  # noqa: E402
-
-__all__ += ["ReplayServer", "encode_message", "decode_message"]
-
-
-def encode_message(seq: int, data: str) -> str:
-    """A numbered broadcast as sent on the wire: ``{"seq": 42, "data": "..."}``."""
-    return json.dumps({"seq": seq, "data": data})
-
-
-def decode_message(raw: str | bytes) -> tuple[int | None, str | bytes, dict | None]:
-    """``(seq, data, control)`` for a message from a :class:`ReplayServer`.
-
-    A numbered broadcast gives ``(seq, data, None)``; a control message such as
-    ``{"resync": true, ...}`` gives ``(None, raw, control)``; anything else
-    (another server's messages) gives ``(None, raw, None)``.
-    """
-    try:
-        obj = json.loads(raw)
-    except (ValueError, TypeError):
-        return None, raw, None
-    if isinstance(obj, dict) and isinstance(obj.get("seq"), int):
-        return obj["seq"], obj.get("data", ""), None
-    if isinstance(obj, dict) and obj.get("resync"):
-        return None, raw, obj
-    return None, raw, None
-
-
-class ReplayServer:
-    """Numbers its broadcasts and replays what a reconnecting client missed.
-
-    The protocol, in JSON text frames:
-
-    * every broadcast goes out as ``{"seq": 42, "data": "..."}``, numbered
-      from 0, in order;
-    * a client that reconnects puts the last number it saw in the URL:
-      ``ws://127.0.0.1:PORT/?last_seq=41``. The server sends it 42, 43, ...
-      from its history, then live messages, with no gap and no duplicate;
-    * the history is bounded (the last ``history`` messages). If the client's
-      gap starts before it, the server answers
-      ``{"resync": true, "missed": [first, last], "next_seq": N}`` and goes on
-      from ``N``: the client must reload its state some other way (an HTTP
-      snapshot, say). Same if ``last_seq`` is from the future (the numbering
-      restarted);
-    * a client without ``last_seq`` gets live messages only.
-
-    Each connection has its own writer walking the history at its own pace,
-    so a slow or stalled client never delays the others, and every send has a
-    deadline: a client that doesn't take a message within ``send_timeout`` is
-    aborted (a blocked ``send()`` ignores close_timeout, see facts.md §4).
-
-    The history lives in this object, so it survives ``LabServer.restart()``,
-    which restarts the listener, not the Python process. A real server keeps
-    it where a restart doesn't lose it (Redis streams, Kafka, a database).
-
-    Args:
-        timeline: Where to record resumes, resyncs and send timeouts.
-        name: The source name on the timeline.
-        history: How many recent messages to keep for replay.
-        send_timeout: Seconds a send may take before the client is aborted.
-    """
-
-    def __init__(
-        self,
-        timeline: Timeline | None = None,
-        name: str = "replay",
-        *,
-        history: int = 1000,
-        send_timeout: float = 5.0,
-    ) -> None:
-        self.timeline = timeline if timeline is not None else Timeline()
-        self.name = name
-        self.history: deque[str] = deque(maxlen=history)
-        self.send_timeout = send_timeout
-        self.next_seq = 0  # the number the next broadcast gets
-        self.received: deque[str | bytes] = deque(maxlen=10_000)  # what clients sent, latest last
-        self.replayed = 0  # messages sent from history to clients that resumed
-        self.resyncs = 0
-        self._published = asyncio.Event()  # set, then replaced, on every publish
-
-    @property
-    def oldest_seq(self) -> int:
-        """The oldest number still in the history (``next_seq`` when it is empty)."""
-        return self.next_seq - len(self.history)
-
-    def publish(self, data: str) -> int:
-        """Number ``data``, keep it in the history, wake every connection's writer. Returns its number."""
-        seq = self.next_seq
-        self.history.append(encode_message(seq, data))
-        self.next_seq += 1
-        self._published.set()
-        self._published = asyncio.Event()
-        return seq
-
-    async def broadcast(self, data: str) -> int:
-        """The same as :meth:`publish`: sending happens in each connection's writer."""
-        return self.publish(data)
-
-    async def broadcast_forever(self, interval: float, payload: bytes = b"", count: int | None = None) -> None:
-        """Publish ``"message N"`` (plus ``payload`` in hex) every ``interval`` seconds."""
-        n = 0
-        while count is None or n < count:
-            self.publish(f"message {n}" + (f" {payload.hex()}" if payload else ""))
-            n += 1
-            await asyncio.sleep(interval)
-
-    async def handler(self, ws: ServerConnection) -> None:
-        """One connection: start its writer where the client left off, then read until it ends."""
-        last_seq = _last_seq(ws.request.path if ws.request else "")
-        start = self.next_seq if last_seq is None else last_seq + 1
-        if last_seq is not None:
-            self.timeline.record(self.name, "resume", detail=f"last_seq={last_seq}, now at {self.next_seq}",
-                                 last_seq=last_seq)
-        writer = asyncio.create_task(self._write(ws, start, live_from=self.next_seq))
-        try:
-            async for message in ws:
-                self.received.append(message)
-        finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-
-    async def _write(self, ws: ServerConnection, cursor: int, live_from: int) -> None:
-        """Send history[cursor:] and every later message to ``ws``, in order."""
-        while True:
-            published = self._published  # take it before checking, so no publish is missed
-            if not self.oldest_seq <= cursor <= self.next_seq:
-                # The gap starts before the history (or the number is from the future): resync.
-                missed = [cursor, self.oldest_seq - 1] if cursor < self.oldest_seq else None
-                self.resyncs += 1
-                why = f"missed {missed[0]}-{missed[1]}" if missed else f"last_seq {cursor - 1} is from the future"
-                self.timeline.record(self.name, "resync", detail=why, missed=missed)
-                if not await self._send(ws, json.dumps({"resync": True, "missed": missed, "next_seq": self.next_seq})):
-                    return
-                cursor = live_from = self.next_seq
-            elif cursor < self.next_seq:
-                if not await self._send(ws, self.history[cursor - self.oldest_seq]):
-                    return
-                if cursor < live_from:
-                    self.replayed += 1
-                cursor += 1
-            else:
-                await published.wait()
-
-    async def _send(self, ws: ServerConnection, message: str) -> bool:
-        """Send with a deadline. False when the connection is gone (or was aborted for being too slow)."""
-        try:
-            await asyncio.wait_for(ws.send(message), self.send_timeout)
-        except ConnectionClosed:
-            return False
-        except asyncio.TimeoutError:
-            self.timeline.record(self.name, "send-timeout", detail=f"no progress in {self.send_timeout} s: aborted")
-            ws.transport.abort()
-            return False
-        return True
-
-
-def _last_seq(path: str) -> int | None:
-    """The ``last_seq`` query parameter of a request path, if any."""
-    values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("last_seq")
-    try:
-        return int(values[0]) if values else None
-    except ValueError:
-        return None
-
-
 # -- the fix --------------------------------------------------------------------------------------
 
 
@@ -364,13 +193,8 @@ class FixedServer:
             except ConnectionClosed:
                 self.remove(session_id, "send failed")  # 1. removal: as soon as a send fails
 
-    async def broadcast_forever(self, interval: float, payload: bytes = b"", count: int | None = None) -> None:
-        """Broadcast a numbered, timestamped message every ``interval`` seconds."""
-        seq = 0
-        while count is None or seq < count:
-            await self.broadcast(stamp(seq, payload))
-            seq += 1
-            await asyncio.sleep(interval)
+    # The same loop as the naive server: only broadcast() differs.
+    broadcast_forever = NaiveServer.broadcast_forever
 
     async def _keepalive(self, session_id: int, ws: ServerConnection) -> None:
         # 2. liveness: one deadline around sending the ping and receiving the pong.
@@ -490,4 +314,6 @@ SERVERS: dict[str, tuple[Callable[..., Any], str]] = {
 
 
 # Registered here, after SERVERS exists: the replaying server for ``wslab serve --server replay``.
+from .replay import ReplayServer  # noqa: E402  (replay imports nothing from here)
+
 SERVERS["replay"] = (ReplayServer, "numbers broadcasts; replays a reconnecting client's gap from a bounded history")
