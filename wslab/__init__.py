@@ -1,15 +1,7 @@
 """wslab: a hands-on lab about how WebSocket connections die and how to survive it.
 
-The modules, each with one job:
-
-- :mod:`wslab.lab`: start servers, proxies, clients and tasks; close them all.
-- :mod:`wslab.proxy`: a TCP relay that stalls, resets, closes or refuses on command.
-- :mod:`wslab.servers`: the seed's naive session-map server (and fixed ones).
-- :mod:`wslab.timeline`: timestamped events instead of prints.
-- :mod:`wslab.failures`: four ways a client dies, inflicted for real.
-- :mod:`wslab.closecodes`: close codes, their meanings, and which ones a client retries after.
-- :mod:`wslab.reconnect`: a reconnecting client: backoff, close-code table, send buffer, replay.
-- :mod:`wslab.display`: show wslab's own source in a notebook.
+The modules, each with one job, are listed in the README's package map.
+The names below are the ones a notebook needs first.
 """
 
 from .display import show_source
