@@ -57,3 +57,17 @@ def test_python_floor_matches_websockets_17():
 def test_nest_asyncio_is_the_maintained_fork():
     names = set(pyproject_requirements())
     assert "nest-asyncio2" in names and "nest-asyncio" not in names
+
+
+def test_readme_package_map_lists_every_module_and_only_those():
+    readme = (ROOT / "README.md").read_text()
+    mapped = set(re.findall(r"^\| `wslab/(\w+)\.py` \|", readme, re.MULTILINE))
+    on_disk = {p.stem for p in (ROOT / "wslab").glob("*.py")} - {"__init__", "__main__"}
+    assert mapped == on_disk, f"README map is stale: missing {on_disk - mapped}, extra {mapped - on_disk}"
+
+
+def test_readme_lists_every_notebook():
+    readme = (ROOT / "README.md").read_text()
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")}
+    listed = set(re.findall(r"^\| `(\d\d-[\w-]+)` \|", readme, re.MULTILINE))
+    assert listed == notebooks
