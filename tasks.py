@@ -59,6 +59,8 @@ def ensure_env() -> None:
 
 def lab(args: list[str]) -> int:
     ensure_env()
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in args:
+        args = [*args, "--allow-root"]  # containers and CI machines often run as root; Jupyter refuses by default
     return _run(BIN / "jupyter", "lab", "notebooks/", *args)
 
 
