@@ -25,7 +25,6 @@ import json
 import math
 import sys
 import time
-from array import array
 from http import HTTPStatus
 
 from websockets.asyncio.client import connect
