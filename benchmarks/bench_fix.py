@@ -26,8 +26,8 @@ import statistics
 from websockets.asyncio.server import serve
 
 from wslab import Lab
-from wslab.failures import connect_victim, inflict
-from wslab.measure import (
+from wslab.faults.failures import connect_victim, inflict
+from wslab.studies.measure import (
     abort_connections,
     blocked_send_removal,
     broadcast_latency,
@@ -36,7 +36,7 @@ from wslab.measure import (
     start_variant,
 )
 from wslab.servers import BroadcastServer, FixedServer, NaiveServer
-from wslab.timeline import Timeline
+from wslab.runtime.timeline import Timeline
 
 MAX_BUFFER = 1024 * 1024
 SEND_DEADLINE = 0.5

@@ -28,8 +28,8 @@ import time
 
 import wslab
 from herd_workers import run_herd_workers
-from wslab.backoff import STRATEGIES
-from wslab.simulate import simulate
+from wslab.clients.backoff import STRATEGIES
+from wslab.studies.simulate import simulate
 
 N = 1_000
 WORKERS = 8  # client processes, 125 clients per event loop (16 measured no better than 8 on 2 cores)

@@ -21,6 +21,7 @@ import statistics
 import time
 
 import wslab
+from wslab.faults.proxy import start_proxy
 
 MESSAGE_SIZE = 64 * 1024
 TARGET = 0.50
@@ -53,7 +54,7 @@ async def measure(lab: wslab.Lab, url: str, name: str, messages: int) -> float:
 async def main(rounds: int, messages: int) -> int:
     async with wslab.Lab() as lab:
         server = await lab.serve(stream, name="server", compression=None, max_size=2 * MESSAGE_SIZE)
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         await measure(lab, server.url, "warm-up", 64)
         await measure(lab, proxy.url, "warm-up", 64)
         direct, proxied = [], []

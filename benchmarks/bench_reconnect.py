@@ -1,6 +1,6 @@
 """How long after the server is back is the reconnecting client open again?
 
-A :class:`wslab.reconnect.ReconnectingClient` is connected to a lab server.
+A :class:`wslab.clients.reconnect.ReconnectingClient` is connected to a lab server.
 The server stops (1012) and stays down long enough for a few failed
 attempts, then listens again at a random moment of the client's wait. We
 measure, on the lab's timeline:
@@ -29,7 +29,7 @@ import random
 import statistics
 
 import wslab
-from wslab.reconnect import ReconnectingClient
+from wslab.clients.reconnect import ReconnectingClient
 
 MARGIN = 0.050  # seconds allowed beyond the delay chosen
 

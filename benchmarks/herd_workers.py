@@ -1,12 +1,12 @@
 """A real herd whose clients run in worker processes, for bench_herd.py.
 
-:func:`run_herd_workers` is :func:`wslab.herd.run_herd` with the clients split
+:func:`run_herd_workers` is :func:`wslab.studies.herd.run_herd` with the clients split
 over ``workers`` processes (each with its own event loop) and the server in
 this process. A real herd is many machines: with clients and server on one
 loop, a no-jitter wave can't start faster than that one loop opens sockets
 while it also does the server's handshakes and 503s, and a burst of accepted
 handshakes lags every client's timer, which bunches full-jitter attempts.
-Here each worker runs :func:`wslab.herd.herd_member` unchanged: an attempt is
+Here each worker runs :func:`wslab.studies.herd.herd_member` unchanged: an attempt is
 counted when the client starts connecting, on ``time.monotonic()``, which on
 Linux is one clock for every process. The server is the same lab server, backlog
 and capacity as ``run_herd``, and its listening socket really closes for the downtime.
@@ -30,10 +30,10 @@ from http import HTTPStatus
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 
-from wslab.backoff import Backoff
-from wslab.herd import _close_all, herd_member, raise_fd_limit
-from wslab.lab import Lab
-from wslab.simulate import AcceptLimit, HerdResult, client_seed
+from wslab.clients.backoff import Backoff
+from wslab.studies.herd import _close_all, herd_member, raise_fd_limit
+from wslab.runtime.lab import Lab
+from wslab.studies.simulate import AcceptLimit, HerdResult, client_seed
 
 __all__ = ["run_herd_workers"]
 
@@ -82,7 +82,7 @@ async def run_herd_workers(
     accept_rate: float = 200.0, burst: float | None = None, deadline: float = 20.0, seed: int = 0,
     label: str = "",
 ) -> HerdResult:
-    """Like :func:`wslab.herd.run_herd` (same arguments, same result), with the clients in ``workers`` processes."""
+    """Like :func:`wslab.studies.herd.run_herd` (same arguments, same result), with the clients in ``workers`` processes."""
     raise_fd_limit(n + 256)
     limit = AcceptLimit(accept_rate, burst)
     limiting = False

@@ -31,17 +31,3 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "deadline(seconds): fail an async test that runs longer than this")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that run the browser notebook (tests/test_notebooks_rerun.py) follow the browser rule.
-
-    notebooks/conftest.py applies the same rule to nbval's items; this copy of the
-    hook covers ``pytest tests/``, which never loads that conftest.
-    """
-    from wslab.browser import BROWSER_NOTEBOOKS, browser_skip_reason
-
-    hits = [item for item in items if any(stem in item.nodeid for stem in BROWSER_NOTEBOOKS)]
-    reason = browser_skip_reason() if hits else None
-    for item in hits if reason else []:
-        item.add_marker(pytest.mark.skip(reason=f"browser notebook: {reason}"))

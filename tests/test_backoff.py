@@ -1,4 +1,4 @@
-"""Property tests of every backoff policy in wslab.backoff."""
+"""Property tests of every backoff policy in wslab.clients.backoff."""
 
 import statistics
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wslab.backoff import JITTERS, REFERENCE_CLIENTS, STRATEGIES, Backoff
+from wslab.clients.backoff import JITTERS, REFERENCE_CLIENTS, STRATEGIES, Backoff
 
 policies = st.fixed_dictionaries({
     "min_delay": st.floats(0.001, 5.0),

@@ -2,7 +2,7 @@
 
 Without a Chromium these tests skip, with the reason, on a laptop; in CI
 (``CI=true``) they run anyway and fail: a missing browser must never turn a
-build green. The rule lives in :func:`wslab.browser.browser_skip_reason`.
+build green. The rule lives in :func:`wslab.runtime.chromium.browser_skip_reason`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,10 @@ import pytest
 import trustme
 
 from wslab import Lab, LabError
-from wslab.browser import (
-    TEST_HOST,
-    ScriptError,
-    browser_available,
-    browser_skip_reason,
-    launch_browser,
-    page_url,
-    serve_page,
-)
+from wslab.faults.proxy import start_proxy
+from wslab.clients.page import ScriptError, open_page, page_url, serve_page
+from wslab.runtime.chromium import TEST_HOST, browser_available, browser_skip_reason, launch_browser
+from wslab.runtime.programs import Program
 
 SKIP_REASON = browser_skip_reason()
 needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
@@ -48,7 +43,7 @@ def test_ci_never_skips_the_browser_tests(monkeypatch):
 
 
 def test_a_missing_browser_says_how_to_get_one(monkeypatch):
-    monkeypatch.setattr("wslab.browser.find_chromium", lambda: None)
+    monkeypatch.setattr(Program, "find", lambda self: None)
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("WSLAB_CHROMIUM", raising=False)
     available, reason = browser_available()
@@ -75,9 +70,9 @@ async def test_the_page_sees_1000_1012_and_1006():
     async with Lab() as lab:
         browser = await launch_browser(lab)
         pages = await serve_page(lab, name="pages")
-        page = await browser.new_page(page_url(pages))
+        page = await open_page(browser, page_url(pages))
         server = await lab.serve(handler, name="server")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
 
         since = len(lab.timeline)
         i = await page.open(server.url + "/close")
@@ -127,8 +122,8 @@ async def test_an_https_page_may_not_open_ws_but_may_open_wss():
 
         # The browser doesn't trust the lab's CA unless told to for this context.
         with pytest.raises(LabError, match="ERR_CERT_AUTHORITY_INVALID"):
-            await browser.new_page(page_url(secure, host=TEST_HOST), name="strict")
-        page = await browser.new_page(page_url(secure, host=TEST_HOST), ignore_https_errors=True)
+            await open_page(browser, page_url(secure, host=TEST_HOST), name="strict")
+        page = await open_page(browser, page_url(secure, host=TEST_HOST), ignore_https_errors=True)
 
         with pytest.raises(ScriptError) as raised:
             await page.open(f"ws://{TEST_HOST}:{plain.port}/")

@@ -9,7 +9,7 @@ import pytest
 
 from wslab import LabError, NaiveServer
 from wslab.checks import HINTS, check_handler
-from wslab.failures import FAILURE_MODES
+from wslab.faults.failures import FAILURE_MODES
 
 SOLUTION = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / "02-fixed-handler.py"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wslab import closecodes
-from wslab.closecodes import CODES, RETRY, describe, name, retry_reason, should_retry
+from wslab.clients import closecodes
+from wslab.clients.closecodes import CODES, RETRY, describe, name, retry_reason, should_retry
 
 
 def test_every_rfc_6455_code_has_a_name_and_a_meaning():

@@ -15,10 +15,11 @@ import pytest
 from websockets.asyncio.client import connect
 
 from wslab import Lab
-from wslab.failures import FAILURE_MODES
-from wslab.measure import broadcast_latency, survival
+from wslab.faults.proxy import start_proxy
+from wslab.faults.failures import FAILURE_MODES
+from wslab.studies.measure import broadcast_latency, survival
 from wslab.servers import SERVERS, BroadcastServer, FixedServer, set_tcp_user_timeout
-from wslab.timeline import Timeline
+from wslab.runtime.timeline import Timeline
 
 PING_INTERVAL = 0.2
 PING_TIMEOUT = 0.2
@@ -62,7 +63,7 @@ async def test_random_cycles_leave_no_session_and_no_socket():
     async with Lab() as lab:
         app = FixedServer(lab.timeline, ping_interval=0.1, ping_timeout=0.1, send_deadline=0.2)
         server = await lab.serve(app.handler, name="fixed")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         lab.spawn(app.broadcast_forever(0.05, b"x" * 256), name="broadcast")
 
         async def cycle(n: int) -> None:

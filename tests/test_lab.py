@@ -12,6 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 
 import wslab
+from wslab.faults.proxy import start_proxy
 from wslab import Lab, LabError, check_url
 
 
@@ -48,7 +49,7 @@ def pending_tasks() -> int:
 async def test_repeated_start_and_close_leaves_no_socket_and_no_task():
     async def one_cycle(lab: Lab):
         server = await lab.serve(echo, name="echo", ping_interval=0.5)
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         direct = await lab.connect(server.url, name="direct")
         relayed = await lab.connect(proxy.url, name="relayed")
         await proxy.set_fault("stall", conn=proxy.connections[0])
@@ -91,7 +92,7 @@ async def test_rerunning_a_cell_replaces_the_named_server():
 async def test_servers_bind_to_loopback_by_default():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         assert server.server.sockets[0].getsockname()[0] == "127.0.0.1"
         assert proxy._listener.sockets[0].getsockname()[0] == "127.0.0.1"
 
@@ -102,7 +103,7 @@ async def test_busy_port_is_one_clear_line():
         with pytest.raises(LabError, match=rf"^port {taken.port} on 127.0.0.1 is already in use: .*port 0"):
             await lab.serve(echo, name="second", port=taken.port)
         with pytest.raises(LabError, match="already in use"):
-            await lab.proxy(taken, name="proxy", port=taken.port)
+            await start_proxy(lab, taken, name="proxy", port=taken.port)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ async def test_no_server_is_one_clear_line():
         with pytest.raises(LabError, match=rf"nothing is listening at ws://127.0.0.1:{free_port} .*is the server running"):
             await lab.connect(f"ws://127.0.0.1:{free_port}", name="client")
         with pytest.raises(LabError, match="is not accepting connections.*start the server first"):
-            await lab.proxy(free_port, name="proxy")
+            await start_proxy(lab, free_port, name="proxy")
 
 
 async def test_silent_server_hits_the_open_deadline():

@@ -61,8 +61,13 @@ def test_nest_asyncio_is_the_maintained_fork():
 
 def test_readme_package_map_lists_every_module_and_only_those():
     readme = (ROOT / "README.md").read_text()
-    mapped = set(re.findall(r"^\| `wslab/(\w+)\.py` \|", readme, re.MULTILINE))
-    on_disk = {p.stem for p in (ROOT / "wslab").glob("*.py")} - {"__init__", "__main__"}
+    mapped = set(re.findall(r"^\| `(wslab/[\w/]+(?:\.py|/))` \|", readme, re.MULTILINE))
+    package = ROOT / "wslab"
+    modules = {f"wslab/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")}
+    subpackages = {f"wslab/{p.parent.relative_to(package).as_posix()}/" for p in package.rglob("__init__.py")
+                   if p.parent != package}
+    on_disk = modules | subpackages
     assert mapped == on_disk, f"README map is stale: missing {on_disk - mapped}, extra {mapped - on_disk}"
 
 

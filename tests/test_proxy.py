@@ -10,7 +10,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from wslab import Lab
-from wslab.proxy import FAULTS, FaultProxy
+from wslab.faults.proxy import start_proxy
+from wslab.faults.proxy import FAULTS, FaultProxy
 
 
 async def echo(ws):
@@ -32,7 +33,7 @@ async def closed_event(lab: Lab, server: str, deadline: float):
 async def test_pass_relays_both_ways_and_counts_bytes():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         ws = await lab.connect(proxy.url, name="client")
         await ws.send("hello")
         assert await asyncio.wait_for(ws.recv(), 2) == "hello"
@@ -42,7 +43,7 @@ async def test_pass_relays_both_ways_and_counts_bytes():
 async def test_latency_delays_each_direction():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         ws = await lab.connect(proxy.url, name="client")
         await proxy.set_fault("latency", delay=0.2)
         start = time.monotonic()
@@ -55,7 +56,7 @@ async def test_latency_delays_each_direction():
 async def test_latency_keeps_order():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         ws = await lab.connect(proxy.url, name="client")
         await proxy.set_fault("latency", delay=0.05)
         for i in range(50):
@@ -67,7 +68,7 @@ async def test_latency_keeps_order():
 async def test_reset_gives_the_server_an_rst_within_a_second():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         ws = await lab.connect(proxy.url, name="client")
         await proxy.set_fault("reset")
         event = await closed_event(lab, "echo", 1.0)
@@ -82,7 +83,7 @@ async def test_reset_gives_the_server_an_rst_within_a_second():
 async def test_close_gives_the_server_a_fin():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         await lab.connect(proxy.url, name="client")
         await proxy.set_fault("close")
         event = await closed_event(lab, "echo", 1.0)
@@ -104,7 +105,7 @@ async def test_stall_accepts_bytes_until_buffers_fill_then_blocks():
 
     async with Lab() as lab:
         server = await lab.serve(firehose, name="firehose", compression=None)
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         ws = await lab.connect(proxy.url, name="client", compression=None, max_size=None)
         await asyncio.wait_for(ws.recv(), 2)
         await proxy.set_fault("stall")
@@ -124,7 +125,7 @@ async def test_stall_accepts_bytes_until_buffers_fill_then_blocks():
 async def test_stall_of_one_connection_leaves_the_others_alone():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         stuck = await lab.connect(proxy.url, name="stuck")
         fine = await lab.connect(proxy.url, name="fine")
         first = proxy.connections[0].label
@@ -141,7 +142,7 @@ async def test_stall_of_one_connection_leaves_the_others_alone():
 async def test_refuse_closes_the_listener_and_pass_opens_it_again():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         existing = await lab.connect(proxy.url, name="existing")
         await proxy.set_fault("refuse")
         with pytest.raises(ConnectionRefusedError):
@@ -157,7 +158,7 @@ async def test_refuse_closes_the_listener_and_pass_opens_it_again():
 async def test_unknown_fault_is_one_clear_line():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         with pytest.raises(ValueError, match=r"unknown fault 'explode': choose one of pass, latency"):
             await proxy.set_fault("explode")
         with pytest.raises(ValueError, match="latency needs a positive delay"):
@@ -167,7 +168,7 @@ async def test_unknown_fault_is_one_clear_line():
 async def test_faults_are_recorded_on_the_timeline():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         await lab.connect(proxy.url, name="client")
         for fault in ("stall", "pass", "reset"):
             await proxy.set_fault(fault)
@@ -175,10 +176,10 @@ async def test_faults_are_recorded_on_the_timeline():
 
 
 def test_every_fault_is_documented_in_the_module():
-    import wslab.proxy
+    import wslab.faults.proxy
 
     assert FAULTS == ("pass", "latency", "stall", "reset", "close", "refuse")
-    documented = [line.split()[0] for line in wslab.proxy.__doc__.splitlines() if line[:1].isalpha()]
+    documented = [line.split()[0] for line in wslab.faults.proxy.__doc__.splitlines() if line[:1].isalpha()]
     assert [f for f in FAULTS if f not in documented] == []
     assert FaultProxy.set_fault.__doc__
 
@@ -186,7 +187,7 @@ def test_every_fault_is_documented_in_the_module():
 async def test_client_sees_the_proxy_close_as_connection_closed():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         ws = await lab.connect(proxy.url, name="client")
         await proxy.set_fault("close")
         with pytest.raises(ConnectionClosed):
@@ -198,7 +199,7 @@ async def test_set_fault_while_a_connection_is_still_reaching_upstream_applies_t
     # it must relay, not stay stalled with the fault it was accepted under.
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         await proxy.set_fault("stall")
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         await proxy.set_fault("pass")  # before the proxy's own connect to the server completed

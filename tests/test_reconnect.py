@@ -14,9 +14,11 @@ import time
 import pytest
 
 from wslab import Lab, LabError
-from wslab.backoff import Backoff
-from wslab.reconnect import BufferFull, ReconnectingClient
-from wslab.replay import ReplayServer, encode_message
+from wslab.faults.proxy import start_proxy
+from wslab.clients.backoff import Backoff
+from wslab.clients.reconnect import BufferFull, ReconnectingClient
+from wslab.servers.replay import ReplayServer, last_seq_of
+from wslab.servers.wire import encode
 
 FAST = dict(min_delay=0.05, max_delay=0.2, open_timeout=2.0, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.3)
 
@@ -60,7 +62,7 @@ async def start(lab: Lab, url: str, name: str = "client", **options) -> Reconnec
 async def test_proxy_fault_leads_to_reconnect(fault):
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         client = await start(lab, proxy.url)
         await client.wait_open(5)
         await proxy.set_fault(fault)
@@ -73,7 +75,7 @@ async def test_proxy_fault_leads_to_reconnect(fault):
 async def test_stall_is_detected_by_keepalive_then_reconnects():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         client = await start(lab, proxy.url)
         await client.wait_open(5)
         for conn in list(proxy.connections):
@@ -86,7 +88,7 @@ async def test_stall_is_detected_by_keepalive_then_reconnects():
 async def test_refuse_then_pass_reconnects_after_failed_attempts():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         client = await start(lab, proxy.url)
         await client.wait_open(5)
         await proxy.set_fault("reset")  # drop the open connection ...
@@ -147,7 +149,7 @@ async def test_policy_codes_are_not_retried(code):
 
 
 async def test_retry_table_is_configurable():
-    from wslab.closecodes import RETRY
+    from wslab.clients.closecodes import RETRY
 
     async def kick(ws):
         await ws.close(4000, "come back later")
@@ -188,7 +190,7 @@ async def test_user_close_does_not_reconnect_and_sends_1000():
 async def test_close_during_the_handshake_stops_for_good():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         await proxy.set_fault("latency", delay=0.3)  # a slow opening handshake
         client = await start(lab, proxy.url)
         assert await until(lambda: client.state == "connecting")
@@ -299,7 +301,7 @@ async def run_ledger(recover: bool) -> tuple[list[int], ReconnectingClient, Repl
     async with Lab() as lab:
         app = ReplayServer(lab.timeline, history=1000)
         server = await lab.serve(app.handler, name="replay")
-        proxy = await lab.proxy(server, name="proxy")
+        proxy = await start_proxy(lab, server, name="proxy")
         client = await start(lab, proxy.url, recover=recover)
         got: list[int] = []
         client.on_message = lambda m: got.append(m.seq)
@@ -363,7 +365,7 @@ async def test_resync_when_the_gap_is_older_than_the_history():
 async def test_gaps_and_duplicates_are_visible_to_the_application():
     async def numbered(ws):
         for seq in (0, 1, 3, 3, 4):
-            await ws.send(encode_message(seq, "x"))
+            await ws.send(encode(seq, "x"))
         await ws.wait_closed()
 
     async with Lab() as lab:
@@ -440,31 +442,17 @@ async def test_cli_client_exits_1_when_it_gives_up():
     assert "give-up" in out.decode() and "max_retries=2" in out.decode()
 
 
-# -- the replay protocol's pieces, as properties ----------------------------------------------------------
+# -- the resume URL, as a property ----------------------------------------------------------
 
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from wslab.replay import _last_seq, decode_message  # noqa: E402
-
-
-@given(st.integers(min_value=0, max_value=2**53), st.text())
-def test_encoded_messages_decode_to_their_number_and_data(seq, data):
-    assert decode_message(encode_message(seq, data)) == (seq, data, None)
-
-
-@given(st.one_of(st.text(), st.binary()))
-def test_anything_else_decodes_without_a_number(raw):
-    seq, data, control = decode_message(raw)
-    if control is None and seq is None:
-        assert data == raw
 
 
 @given(st.integers(min_value=-1, max_value=10**12))
 def test_last_seq_round_trips_through_the_client_url(last_seq):
     client = ReconnectingClient("ws://127.0.0.1:9/feed?room=a")
-    client.last_seq = last_seq
+    client.sequence.last_seq = last_seq
     url = client._url()
-    assert _last_seq(url) == last_seq and "room=a" in url
+    assert last_seq_of(url) == last_seq and "room=a" in url
     client.recover = False
     assert client._url() == "ws://127.0.0.1:9/feed?room=a"

@@ -4,9 +4,9 @@ import asyncio
 import math
 
 import wslab
-from wslab.backoff import STRATEGIES
-from wslab.herd import run_herd
-from wslab.simulate import AcceptLimit, simulate
+from wslab.clients.backoff import STRATEGIES
+from wslab.studies.herd import run_herd
+from wslab.studies.simulate import AcceptLimit, simulate
 
 SCALED = {"min_delay": 0.05, "max_delay": 2.0, "factor": 2.0}
 

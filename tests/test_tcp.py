@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from wslab.tcp import HAS_USER_TIMEOUT, reproduce_seed_errors, unread_bytes, unsent_bytes
+from wslab.faults.tcp import HAS_USER_TIMEOUT, reproduce_seed_errors, unread_bytes, unsent_bytes
 
 linux_only = pytest.mark.skipif(
     not HAS_USER_TIMEOUT, reason=f"TCP_USER_TIMEOUT is Linux-only; {sys.platform} uses the portable path"

@@ -1,18 +1,24 @@
 """wslab: a hands-on lab about how WebSocket connections die and how to survive it.
 
-The modules, each with one job, are listed in the README's package map.
-The names below are the ones a notebook needs first.
+The package is grouped by role, and imports point one way (tests/test_layers.py
+checks it): ``runtime`` <- ``faults`` <- ``servers`` <- ``clients`` <-
+``studies`` <- ``checks`` <- ``cli``. The README's package map lists every
+module. The names below are the ones a notebook needs first.
 """
 
-from .display import show_source
-from .lab import Lab, LabError, LabServer, check_url, current_lab, new_lab
-from .proxy import FAULTS, FaultProxy
-from .servers import NaiveServer
-from .timeline import Event, Timeline, describe_exception
+from .faults.proxy import FAULTS, Fault, FaultProxy, start_proxy
+from .runtime.display import show_source, table
+from .runtime.errors import LabError
+from .runtime.lab import Lab, LabServer, check_url, current_lab, new_lab
+from .runtime.timeline import Event, EventKind, Timeline, describe_exception
+from .runtime.timing import scaled, wait_until
+from .servers.naive import NaiveServer
 
 __all__ = [
     "FAULTS",
     "Event",
+    "EventKind",
+    "Fault",
     "FaultProxy",
     "Lab",
     "LabError",
@@ -23,6 +29,10 @@ __all__ = [
     "current_lab",
     "describe_exception",
     "new_lab",
+    "scaled",
     "show_source",
+    "start_proxy",
+    "table",
+    "wait_until",
 ]
 __version__ = "0.1.0"

@@ -29,11 +29,13 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .failures import FAILURE_MODES, Victim, connect_victim, inflict
-from .lab import Lab, LabServer
-from .proxy import FaultProxy
-from .servers import SERVERS, unstamp
-from .timeline import Timeline
+from ..faults.failures import FAILURE_MODES, Victim, connect_victim, inflict
+from ..faults.proxy import FaultProxy, start_proxy
+from ..runtime.errors import WaitTimeout
+from ..runtime.lab import Lab, LabServer
+from ..runtime.timeline import Timeline
+from ..runtime.timing import POLL, wait_until
+from ..servers import ServerApp, make_app, start_app, unstamp
 
 __all__ = [
     "Removal",
@@ -44,13 +46,9 @@ __all__ = [
     "detection_times",
     "broadcast_latency",
     "held_bytes",
-    "abort_connections",
     "blocked_send_removal",
     "percentile",
 ]
-
-POLL = 0.01  # seconds between checks of a session map
-
 
 def percentile(values: list[float], p: float) -> float:
     """The ``p``-th percentile (0-100) of ``values``, interpolated between ranks; NaN if empty."""
@@ -63,55 +61,42 @@ def percentile(values: list[float], p: float) -> float:
     return ranked[low] + (ranked[high] - ranked[low]) * (k - low)
 
 
-def make_app(variant: str, timeline: Timeline, name: str | None = None, **options: Any) -> Any:
-    """A server object from :data:`wslab.servers.SERVERS`: ``make_app("fixed", lab.timeline, ping_interval=0.2)``."""
-    factory, _ = SERVERS[variant]
-    return factory(timeline=timeline, name=name or variant, **options)
-
-
 async def start_variant(
-    lab: Lab, app: Any, *, name: str, proxy: bool = True, sndbuf: int | None = None, **serve_options: Any
+    lab: Lab, app: ServerApp, *, name: str, proxy: bool = True, sndbuf: int | None = None, **serve_options: Any
 ) -> tuple[LabServer, FaultProxy | None]:
-    """Serve ``app.handler`` (with the app's own ``serve_options``) and put a fault proxy in front.
+    """Serve ``app`` (:func:`~wslab.servers.start_app`) and put a fault proxy in front.
 
     ``sndbuf`` caps the kernel send buffer of each accepted socket, so a client
     that stops reading fills it in a fraction of a second instead of after
     megabytes (loopback grows it to 4 MiB).
     """
-    handler = app.handler
     if sndbuf is not None:
-        async def handler(ws: ServerConnection, _inner: Callable = app.handler) -> None:
+        inner = app.handler
+
+        async def handler(ws: ServerConnection) -> None:
             sock = ws.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-            await _inner(ws)
+            await inner(ws)
 
-    options = {**getattr(app, "serve_options", {}), **serve_options}
-    server = await lab.serve(handler, name=name, **options)
-    front = await lab.proxy(server, name=f"{name}-proxy") if proxy else None
+        server = await lab.serve(handler, name=name, **{**app.serve_options, **serve_options})
+    else:
+        server = await start_app(lab, app, name=name, **serve_options)
+    front = await start_proxy(lab, server, name=f"{name}-proxy") if proxy else None
     return server, front
 
 
-def abort_connections(server: LabServer) -> None:
-    """Abort every connection of ``server``: the clients are dead anyway, don't wait for handshakes."""
-    if server.server is not None:
-        for ws in list(server.server.all_connections):
-            ws.transport.abort()
+def _holds(app: ServerApp, ws: ServerConnection) -> bool:
+    return ws in app.sessions.values()
 
 
-def _holds(app: Any, ws: ServerConnection) -> bool:
-    sessions = app.sessions
-    return ws in (sessions.values() if isinstance(sessions, dict) else sessions)
-
-
-async def _removed_after(app: Any, ws: ServerConnection, since: float, timeline: Timeline, deadline: float) -> float | None:
+async def _removed_after(app: ServerApp, ws: ServerConnection, since: float, timeline: Timeline,
+                         deadline: float) -> float | None:
     """Seconds from ``since`` (timeline time) until ``ws`` left ``app.sessions``; None if not within ``deadline``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while _holds(app, ws):
-        if loop.time() >= end:
-            return None
-        await asyncio.sleep(POLL)
+    try:
+        await wait_until(lambda: not _holds(app, ws), deadline, "the session's removal")
+    except WaitTimeout:
+        return None
     return timeline.now() - since
 
 
@@ -164,7 +149,7 @@ async def survival(
             return Removal(variant, victim.mode, after, bounds[victim.mode])
 
         removals = list(await asyncio.gather(*(one(v) for v in victims)))
-        abort_connections(server)
+        server.abort_connections()
         return removals
 
 
@@ -209,7 +194,7 @@ async def map_size(
             await asyncio.sleep(0.2)
             await asyncio.gather(*(inflict(lab, v) for v in victims))
             await asyncio.sleep(gap)
-        abort_connections(server)
+        server.abort_connections()
     return samples
 
 
@@ -253,7 +238,7 @@ async def detection_times(
                 return interval, timeout, after
 
             rows = list(await asyncio.gather(*(one(v, p) for v, p in zip(victims, phases))))
-            abort_connections(server)
+            server.abort_connections()
             return rows
 
         results = await asyncio.gather(*(one_setting(i, pi, pt) for i, (pi, pt) in enumerate(settings)))

@@ -25,9 +25,11 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from .failures import FAILURE_MODES, Victim, connect_victim, inflict
-from .lab import Lab, LabError
-from .timeline import Timeline
+from ..faults.failures import FAILURE_MODES, Victim, connect_victim, inflict
+from ..faults.proxy import start_proxy
+from ..runtime.errors import LabError
+from ..runtime.lab import Lab
+from ..runtime.timeline import Timeline
 
 __all__ = ["ModeCheck", "CheckResult", "check_handler", "HINTS"]
 
@@ -143,7 +145,7 @@ async def check_handler(
     bounds = {mode: vanished_within if mode == "vanished" else within for mode in modes}
     async with Lab() as lab:
         server = await lab.serve(handler, name="yours", **serve_options)
-        proxy = await lab.proxy(server, name="yours-proxy")
+        proxy = await start_proxy(lab, server, name="yours-proxy")
         victims: dict[str, Victim | str] = {}
         for mode in modes:
             error = _handler_error(lab.timeline, server.name, None)
@@ -179,6 +181,5 @@ async def check_handler(
             return ModeCheck(mode, True, "session removed", lab.timeline.now() - (victim.fault_at or 0.0))
 
         checks = list(await asyncio.gather(*(one(mode) for mode in modes)))
-        for ws in list(server.server.all_connections):  # the clients are dead: no handshakes to wait for
-            ws.transport.abort()
+        server.abort_connections()  # the clients are dead: no handshakes to wait for
     return CheckResult(checks)

@@ -11,55 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import time
 import urllib.parse
 from collections import deque
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .timeline import Timeline
+from ..runtime.timeline import EventKind, Timeline
+from .base import SessionServer
+from .wire import encode, encode_resync
 
-__all__ = ["ReplayServer", "encode_message", "decode_message"]
-
-
-
-def encode_message(seq: int, data: str) -> str:
-    """A numbered broadcast as sent on the wire: ``{"seq": 42, "data": "..."}``."""
-    return json.dumps({"seq": seq, "data": data})
+__all__ = ["ReplayServer", "last_seq_of"]
 
 
-def decode_message(raw: str | bytes) -> tuple[int | None, str | bytes, dict | None]:
-    """``(seq, data, control)`` for a message from a :class:`ReplayServer`.
-
-    A numbered broadcast gives ``(seq, data, None)``; a control message such as
-    ``{"resync": true, ...}`` gives ``(None, raw, control)``; anything else
-    (another server's messages) gives ``(None, raw, None)``.
-    """
-    try:
-        obj = json.loads(raw)
-    except (ValueError, TypeError):
-        return None, raw, None
-    if isinstance(obj, dict) and isinstance(obj.get("seq"), int):
-        return obj["seq"], obj.get("data", ""), None
-    if isinstance(obj, dict) and obj.get("resync"):
-        return None, raw, obj
-    return None, raw, None
-
-
-class ReplayServer:
+class ReplayServer(SessionServer):
     """Numbers its broadcasts and replays what a reconnecting client missed.
 
-    The protocol, in JSON text frames:
+    The protocol, in the lab's wire format (:mod:`wslab.servers.wire`):
 
-    * every broadcast goes out as ``{"seq": 42, "data": "..."}``, numbered
-      from 0, in order;
+    * every broadcast goes out as ``42 SENT_AT data``, numbered from 0, in order;
     * a client that reconnects puts the last number it saw in the URL:
       ``ws://127.0.0.1:PORT/?last_seq=41``. The server sends it 42, 43, ...
       from its history, then live messages, with no gap and no duplicate;
     * the history is bounded (the last ``history`` messages). If the client's
       gap starts before it, the server answers
-      ``{"resync": true, "missed": [first, last], "next_seq": N}`` and goes on
+      ``resync FIRST LAST N`` and goes on
       from ``N``: the client must reload its state some other way (an HTTP
       snapshot, say). Same if ``last_seq`` is from the future (the numbering
       restarted);
@@ -68,7 +45,7 @@ class ReplayServer:
     Each connection has its own writer walking the history at its own pace,
     so a slow or stalled client never delays the others, and every send has a
     deadline: a client that doesn't take a message within ``send_timeout`` is
-    aborted (a blocked ``send()`` ignores close_timeout, see facts.md §4).
+    aborted (a blocked ``send()`` ignores close_timeout: notebook 01 shows it).
 
     The history lives in this object, so it survives ``LabServer.restart()``,
     which restarts the listener, not the Python process. A real server keeps
@@ -89,9 +66,8 @@ class ReplayServer:
         history: int = 1000,
         send_timeout: float = 5.0,
     ) -> None:
-        self.timeline = timeline if timeline is not None else Timeline()
-        self.name = name
-        self.history: deque[str] = deque(maxlen=history)
+        super().__init__(timeline, name)
+        self.history: deque[bytes | str] = deque(maxlen=history)
         self.send_timeout = send_timeout
         self.next_seq = 0  # the number the next broadcast gets
         self.received: deque[str | bytes] = deque(maxlen=10_000)  # what clients sent, latest last
@@ -104,18 +80,18 @@ class ReplayServer:
         """The oldest number still in the history (``next_seq`` when it is empty)."""
         return self.next_seq - len(self.history)
 
-    def publish(self, data: str) -> int:
+    def publish(self, data: bytes | str) -> int:
         """Number ``data``, keep it in the history, wake every connection's writer. Returns its number."""
         seq = self.next_seq
-        self.history.append(encode_message(seq, data))
+        self.history.append(encode(seq, data, sent_at=time.monotonic()))
         self.next_seq += 1
         self._published.set()
         self._published = asyncio.Event()
         return seq
 
-    async def broadcast(self, data: str) -> int:
+    async def broadcast(self, message: bytes | str) -> None:
         """The same as :meth:`publish`: sending happens in each connection's writer."""
-        return self.publish(data)
+        self.publish(message)
 
     async def broadcast_forever(self, interval: float, payload: bytes = b"", count: int | None = None) -> None:
         """Publish ``"message N"`` (plus ``payload`` in hex) every ``interval`` seconds."""
@@ -127,16 +103,18 @@ class ReplayServer:
 
     async def handler(self, ws: ServerConnection) -> None:
         """One connection: start its writer where the client left off, then read until it ends."""
-        last_seq = _last_seq(ws.request.path if ws.request else "")
+        last_seq = last_seq_of(ws.request.path if ws.request else "")
         start = self.next_seq if last_seq is None else last_seq + 1
         if last_seq is not None:
-            self.timeline.record(self.name, "resume", detail=f"last_seq={last_seq}, now at {self.next_seq}",
+            self.timeline.record(self.name, EventKind.RESUME, detail=f"last_seq={last_seq}, now at {self.next_seq}",
                                  last_seq=last_seq)
+        session_id = self.register(ws)
         writer = asyncio.create_task(self._write(ws, start, live_from=self.next_seq))
         try:
             async for message in ws:
                 self.received.append(message)
         finally:
+            self.remove(session_id, f"connection closed ({ws.close_code})")
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -147,11 +125,11 @@ class ReplayServer:
             published = self._published  # take it before checking, so no publish is missed
             if not self.oldest_seq <= cursor <= self.next_seq:
                 # The gap starts before the history (or the number is from the future): resync.
-                missed = [cursor, self.oldest_seq - 1] if cursor < self.oldest_seq else None
+                missed = (cursor, self.oldest_seq - 1) if cursor < self.oldest_seq else None
                 self.resyncs += 1
                 why = f"missed {missed[0]}-{missed[1]}" if missed else f"last_seq {cursor - 1} is from the future"
-                self.timeline.record(self.name, "resync", detail=why, missed=missed)
-                if not await self._send(ws, json.dumps({"resync": True, "missed": missed, "next_seq": self.next_seq})):
+                self.timeline.record(self.name, EventKind.RESYNC, detail=why, missed=missed)
+                if not await self._send(ws, encode_resync(missed, self.next_seq)):
                     return
                 cursor = live_from = self.next_seq
             elif cursor < self.next_seq:
@@ -163,20 +141,21 @@ class ReplayServer:
             else:
                 await published.wait()
 
-    async def _send(self, ws: ServerConnection, message: str) -> bool:
+    async def _send(self, ws: ServerConnection, message: bytes | str) -> bool:
         """Send with a deadline. False when the connection is gone (or was aborted for being too slow)."""
         try:
             await asyncio.wait_for(ws.send(message), self.send_timeout)
+            self.sent += 1
         except ConnectionClosed:
             return False
         except asyncio.TimeoutError:
-            self.timeline.record(self.name, "send-timeout", detail=f"no progress in {self.send_timeout} s: aborted")
+            self.timeline.record(self.name, EventKind.SEND_TIMEOUT, detail=f"no progress in {self.send_timeout} s: aborted")
             ws.transport.abort()
             return False
         return True
 
 
-def _last_seq(path: str) -> int | None:
+def last_seq_of(path: str) -> int | None:
     """The ``last_seq`` query parameter of a request path, if any."""
     values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("last_seq")
     try:

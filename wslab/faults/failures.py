@@ -11,7 +11,7 @@ Each failure is real: a separate process really dies, the RST is a real TCP
 RST, the vanished peer really stops reading. :func:`run_failure` inflicts one
 and reports what the server's connection ended with, read from the timeline.
 
-Run as ``python -m wslab.failures URL`` this module is the client that gets
+Run as ``python -m wslab.faults.failures URL`` this module is the client that gets
 killed: it connects, says ``open`` on stdout, and waits forever.
 """
 
@@ -21,29 +21,44 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from .lab import Lab, LabError, LabServer
-from .proxy import FaultProxy
+from ..runtime.errors import LabError, WaitTimeout
+from ..runtime.lab import Lab, LabServer
+from ..runtime.timeline import EventKind
+from ..runtime.timing import wait_until
+from .proxy import Fault, FaultProxy
 
-__all__ = ["FAILURE_MODES", "Victim", "Outcome", "connect_victim", "inflict", "observe", "run_failure"]
+__all__ = ["FailureMode", "FAILURE_MODES", "Victim", "Outcome", "connect_victim", "inflict", "observe", "run_failure"]
 
-FAILURE_MODES = ("clean-close", "killed", "reset", "vanished")
+
+class FailureMode(StrEnum):
+    """Four ways a client dies. A mode is also a plain string."""
+
+    CLEAN_CLOSE = "clean-close"  # close(): closing handshake, then FIN
+    KILLED = "killed"  # SIGKILL to the client's process: its kernel sends a FIN
+    RESET = "reset"  # the fault proxy closes with SO_LINGER 0: an RST
+    VANISHED = "vanished"  # the fault proxy stalls: no FIN, no RST, nothing ever again
+
+
+FAILURE_MODES = tuple(mode.value for mode in FailureMode)
 
 # Modes that need the fault proxy between client and server.
-_VIA_PROXY = ("reset", "vanished")
+_VIA_PROXY = (FailureMode.RESET, FailureMode.VANISHED)
 
 
 @dataclass
 class Victim:
     """A client that is about to die, and the server-side connection that will see it."""
 
-    mode: str
+    mode: FailureMode
     server: LabServer
     server_ws: ServerConnection
     conn: str  # the server-side label on the timeline, e.g. "c3"
-    client: object = None  # a ClientConnection, or the Process for "killed"
+    client: Any = None  # a ClientConnection, or the Process for "killed"
     proxy: FaultProxy | None = None
     proxy_conn: str | None = None
     fault_at: float | None = None  # timeline time when the failure happened
@@ -74,15 +89,13 @@ class Outcome:
         }
 
 
-async def _new_server_connection(server: LabServer, before: set, deadline: float) -> ServerConnection:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while loop.time() < end:
-        fresh = server.connections - before
-        if fresh:
-            return fresh.pop()
-        await asyncio.sleep(0.01)
-    raise LabError(f"the client did not show up on server {server.name!r} within {deadline} s")
+async def _new_server_connection(server: LabServer, before: set[ServerConnection], deadline: float) -> ServerConnection:
+    try:
+        await wait_until(lambda: bool(server.connections - before), deadline,
+                         f"the client showing up on server {server.name!r}")
+    except WaitTimeout as exc:
+        raise LabError(str(exc)) from None
+    return (server.connections - before).pop()
 
 
 async def connect_victim(
@@ -96,6 +109,7 @@ async def connect_victim(
     """
     if mode not in FAILURE_MODES:
         raise LabError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAILURE_MODES)}")
+    mode = FailureMode(mode)
     if mode in _VIA_PROXY and proxy is None:
         raise LabError(f"the {mode!r} failure needs a fault proxy: pass proxy=await lab.proxy(server, name=...)")
     name = name or f"victim-{mode}"
@@ -117,10 +131,10 @@ async def connect_victim(
 
 async def _spawn_client_process(lab: Lab, url: str, name: str, deadline: float) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wslab.failures", url,
+        sys.executable, "-m", "wslab.faults.failures", url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
-    lab.track(name, _ProcessHandle(process))
+    await lab.track(name, _ProcessHandle(process))
     try:
         line = await asyncio.wait_for(process.stdout.readline(), deadline)
     except asyncio.TimeoutError:
@@ -146,34 +160,36 @@ class _ProcessHandle:
 async def inflict(lab: Lab, victim: Victim) -> None:
     """Make the victim's client die by its mode, now."""
     victim.fault_at = lab.timeline.now()
-    lab.timeline.record("failure", "inflict", conn=victim.conn, detail=victim.mode)
-    if victim.mode == "clean-close":
+    lab.timeline.record("failure", EventKind.INFLICT, conn=victim.conn, detail=victim.mode)
+    if victim.mode == FailureMode.CLEAN_CLOSE:
         await victim.client.close()
-    elif victim.mode == "killed":
+    elif victim.mode == FailureMode.KILLED:
         victim.client.send_signal(signal.SIGKILL)
         await victim.client.wait()
-    elif victim.mode == "reset":
-        await victim.proxy.set_fault("reset", conn=victim.proxy_conn)
-    elif victim.mode == "vanished":
-        await victim.proxy.set_fault("stall", conn=victim.proxy_conn)
+    elif victim.mode == FailureMode.RESET:
+        assert victim.proxy is not None
+        await victim.proxy.set_fault(Fault.RESET, conn=victim.proxy_conn)
+    elif victim.mode == FailureMode.VANISHED:
+        assert victim.proxy is not None
+        await victim.proxy.set_fault(Fault.STALL, conn=victim.proxy_conn)
 
 
 async def observe(lab: Lab, victim: Victim, *, timeout: float) -> Outcome:
     """Wait up to ``timeout`` seconds for the server's side of the victim to close; report what it saw."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        closed = lab.timeline.select(source=victim.server.name, kind="closed", conn=victim.conn)
-        if closed:
-            event = closed[-1]
-            exc = event.data["exc"]
-            cause = exc.__cause__
-            return Outcome(
-                victim.mode, victim.conn, type(exc).__name__, event.data["rcvd"], event.data["sent"],
-                event.code, _short(cause), event.t - (victim.fault_at or 0.0),
-            )
-        await asyncio.sleep(0.02)
-    return Outcome(victim.mode, victim.conn, "nothing", None, None, None, "", None)
+
+    def closed() -> list:
+        return lab.timeline.select(source=victim.server.name, kind=EventKind.CLOSED, conn=victim.conn)
+
+    try:
+        await wait_until(lambda: bool(closed()), timeout, "the server noticing", poll=0.02)
+    except WaitTimeout:
+        return Outcome(victim.mode, victim.conn, "nothing", None, None, None, "", None)
+    event = closed()[-1]
+    exc = event.data["exc"]
+    return Outcome(
+        victim.mode, victim.conn, type(exc).__name__, event.data["rcvd"], event.data["sent"],
+        event.code, _short(exc.__cause__), event.t - (victim.fault_at or 0.0),
+    )
 
 
 def _short(exc: BaseException | None) -> str:
@@ -205,6 +221,6 @@ async def _idle_client(url: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        print("usage: python -m wslab.failures ws://127.0.0.1:PORT", file=sys.stderr)
+        print("usage: python -m wslab.faults.failures ws://127.0.0.1:PORT", file=sys.stderr)
         raise SystemExit(2)
     asyncio.run(_idle_client(sys.argv[1]))

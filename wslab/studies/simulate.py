@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backoff import Backoff
+from ..clients.backoff import Backoff
 
 __all__ = ["AcceptLimit", "HerdResult", "simulate", "client_seed"]
 

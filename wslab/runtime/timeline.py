@@ -12,8 +12,57 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
-__all__ = ["Event", "Timeline", "describe_exception", "TimelineLogHandler"]
+__all__ = ["Event", "EventKind", "Timeline", "describe_exception", "TimelineLogHandler"]
+
+
+class EventKind(StrEnum):
+    """Every kind of event the lab records, by who records it. A kind is also a plain string."""
+
+    # servers (LabServer, and the server apps)
+    LISTENING = "listening"
+    OPEN = "open"  # a connection opened (server side, client side, proxy, page)
+    CLOSED = "closed"  # a connection ended; code, rcvd/sent and the exception are attached
+    HANDLER_EXIT = "handler-exit"
+    HANDLER_ERROR = "handler-error"  # the handler raised: a bug, recorded, and the client gets 1011
+    STOPPED = "stopped"
+    SEND_ERROR = "send-error"  # a send to a dead session failed (the naive server keeps the session)
+    SEND_TIMEOUT = "send-timeout"
+    ABORT = "abort"  # a server aborted a connection, with the reason
+    REMOVED = "removed"  # a session left the session map, with the reason
+    RESUME = "resume"  # a client came back with its last_seq
+    RESYNC = "resync"  # a gap older than the history: the client must reload
+    LOG = "log"  # websockets logged something (instead of printing it)
+    # the lab's tasks
+    TASK_DONE = "task-done"
+    TASK_CANCELLED = "task-cancelled"
+    TASK_ERROR = "task-error"
+    # the fault proxy and the failures
+    FAULT = "fault"
+    UPSTREAM_ERROR = "upstream-error"
+    INFLICT = "inflict"
+    # reconnecting clients (the browser's names, plus the decisions)
+    CONNECTING = "connecting"
+    MESSAGE = "message"
+    CLOSE = "close"  # the client's CloseEvent: code, reason, wasClean
+    ERROR = "error"
+    RETRY = "retry"
+    GIVE_UP = "give-up"
+    GAP = "gap"
+    DUPLICATE = "duplicate"
+    BUFFER_FULL = "buffer-full"
+    # the browser and its pages
+    LAUNCHED = "launched"
+    LOADED = "loaded"
+    LOAD_ERROR = "load-error"
+    CONSOLE = "console"
+    ONCLOSE = "onclose"
+    SCRIPT_ERROR = "script-error"
+    # external programs (nginx, redis-server, Tomcat)
+    STARTED = "started"
+    EXITED = "exited"
 
 
 @dataclass(frozen=True)
@@ -23,7 +72,7 @@ class Event:
     Attributes:
         t: Seconds since the timeline started, on the monotonic clock.
         source: Who recorded it: ``"naive"``, ``"proxy"``, ``"client-3"``...
-        kind: What happened: ``"open"``, ``"closed"``, ``"fault"``, ``"send-error"``...
+        kind: What happened, one of :class:`EventKind` (``"open"``, ``"closed"``, ``"fault"``...).
         conn: Which connection, as a short label (``"c1"``), if any.
         code: A WebSocket close code, if the event has one.
         detail: Free text: an exception, a reason, a number.
@@ -36,7 +85,7 @@ class Event:
     conn: str | None = None
     code: int | None = None
     detail: str = ""
-    data: dict = field(default_factory=dict, compare=False)
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def describe_exception(exc: BaseException | None) -> str:
@@ -81,14 +130,15 @@ class Timeline:
     def record(
         self,
         source: str,
-        kind: str,
+        kind: EventKind | str,
         *,
         conn: str | None = None,
         code: int | None = None,
         detail: str = "",
-        **data,
+        **data: Any,
     ) -> Event:
-        event = Event(self.now(), source, kind, conn, code, detail, data)
+        # int(): websockets' CloseCode is an IntEnum; keep plain numbers in the record.
+        event = Event(self.now(), source, str(kind), conn, None if code is None else int(code), detail, data)
         self.events.append(event)
         return event
 
@@ -178,4 +228,4 @@ class TimelineLogHandler(logging.Handler):
         detail = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             detail += ": " + describe_exception(record.exc_info[1])
-        self.timeline.record(self.source, "log", detail=detail, level=record.levelname)
+        self.timeline.record(self.source, EventKind.LOG, detail=detail, level=record.levelname)

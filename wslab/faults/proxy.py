@@ -30,23 +30,45 @@ import socket
 import struct
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from .timeline import Timeline
+from ..runtime.errors import LabError, bind_error
+from ..runtime.lab import host_port
+from ..runtime.timeline import Timeline
 
-__all__ = ["FAULTS", "FaultProxy", "ProxyConnection", "UpstreamUnreachable"]
+if TYPE_CHECKING:
+    from ..runtime.lab import Lab
 
-FAULTS = ("pass", "latency", "stall", "reset", "close", "refuse")
-# Faults that apply to connections; "refuse" applies to the listener.
-_CONNECTION_FAULTS = ("pass", "latency", "stall", "reset", "close")
+__all__ = ["Fault", "FAULTS", "FaultProxy", "ProxyConnection", "UpstreamUnreachable", "start_proxy"]
+
+
+class Fault(StrEnum):
+    """The proxy's faults. States last until the next fault; events happen once."""
+
+    PASS = "pass"  # state: relay bytes as they come
+    LATENCY = "latency"  # state: delay every chunk
+    STALL = "stall"  # state: stop reading both ways, keep the sockets open
+    RESET = "reset"  # event: RST both sides
+    CLOSE = "close"  # event: FIN both sides
+    REFUSE = "refuse"  # state of the listener: new connections are refused
+
+
+FAULTS = tuple(fault.value for fault in Fault)
+
+# Faults that last; RESET and CLOSE are events: they end the connections they hit, and change nothing after.
+_STATES = (Fault.PASS, Fault.LATENCY, Fault.STALL)
 
 
 class UpstreamUnreachable(ConnectionError):
     """The proxy could not reach its upstream server."""
 
 
-def _check_fault(fault: str) -> None:
-    if fault not in FAULTS:
-        raise ValueError(f"unknown fault {fault!r}: choose one of {', '.join(FAULTS)}")
+def _check_fault(fault: str) -> Fault:
+    try:
+        return Fault(fault)
+    except ValueError:
+        raise ValueError(f"unknown fault {fault!r}: choose one of {', '.join(FAULTS)}") from None
 
 
 def _linger_zero(transport: asyncio.BaseTransport) -> None:
@@ -177,8 +199,8 @@ class ProxyConnection:
     # -- faults -------------------------------------------------------------
 
     def apply(self, fault: str, delay: float = 0.0) -> None:
-        _check_fault(fault)
-        if fault == "refuse":
+        fault = _check_fault(fault)
+        if fault == Fault.REFUSE:
             raise ValueError("'refuse' applies to the proxy's listener, not to one connection")
         if self.closed:
             return
@@ -219,6 +241,8 @@ class FaultProxy:
     - ``bytes_up`` / ``bytes_down``: totals over all connections ever relayed.
     """
 
+    close_rank = 1  # the lab closes proxies before clients: a client behind a stall would wait otherwise
+
     def __init__(self, upstream_host: str, upstream_port: int, *, name: str, timeline: Timeline | None) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -226,7 +250,8 @@ class FaultProxy:
         self.timeline = timeline if timeline is not None else Timeline()
         self.host = "127.0.0.1"
         self.port = 0
-        self.fault = "pass"
+        self.fault: Fault = Fault.PASS  # the state new connections start in
+        self.refusing = False  # the listener is closed: connects are refused until "pass"
         self.delay = 0.0
         self.connections: list[ProxyConnection] = []
         self._closed_bytes = [0, 0]
@@ -291,7 +316,7 @@ class FaultProxy:
         # Called for each accepted client socket. The upstream connection is
         # made right away; until it is up, the client socket is not read.
         self._count += 1
-        conn = ProxyConnection(self, f"p{self._count}", fault=self.fault if self.fault != "refuse" else "pass", delay=self.delay)
+        conn = ProxyConnection(self, f"p{self._count}", delay=self.delay)
         task = asyncio.get_running_loop().create_task(self._connect_upstream(conn))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -312,7 +337,7 @@ class FaultProxy:
         # Apply the proxy's fault as it is now: set_fault() may have run while the upstream
         # connection was being made, and this connection wasn't in self.connections yet.
         conn.fault, conn.delay = "pass", 0.0
-        if self.fault not in ("pass", "refuse"):
+        if self.fault != Fault.PASS:
             conn.apply(self.fault, self.delay)
 
     def _connection_closed(self, conn: ProxyConnection, side: _Side, exc: Exception | None) -> None:
@@ -335,25 +360,29 @@ class FaultProxy:
     async def set_fault(self, fault: str, *, delay: float = 0.0, conn: str | ProxyConnection | None = None) -> None:
         """Switch a fault on, for one connection (``conn``) or for all, now and future.
 
-        ``set_fault("pass")`` undoes ``stall``, ``latency`` and ``refuse``.
-        ``reset`` and ``close`` end the connections they hit; later connections pass.
+        ``stall`` and ``latency`` are states: they last, for new connections
+        too, until another state replaces them. ``reset`` and ``close`` are
+        events: they end the connections they hit and change nothing else.
+        ``refuse`` closes the listener; only ``pass`` opens it again (and
+        ends ``stall`` and ``latency``).
         """
-        _check_fault(fault)
-        if fault == "latency" and delay <= 0:
+        fault = _check_fault(fault)
+        if fault == Fault.LATENCY and delay <= 0:
             raise ValueError("latency needs a positive delay in seconds, e.g. delay=0.2")
         if conn is not None:
             target = conn if isinstance(conn, ProxyConnection) else self.connection(conn)
             target.apply(fault, delay)
             return
-        if fault == "refuse":
+        if fault == Fault.REFUSE:
             await self._stop_listening()
-            self.fault = "refuse"
-            self.timeline.record(self.name, "fault", detail="refuse")
+            self.refusing = True
+            self.timeline.record(self.name, "fault", detail=fault)
             return
-        if self.fault == "refuse":
+        if fault == Fault.PASS and self.refusing:
             await self._listen()
-        # reset and close are events, not states: new connections pass.
-        self.fault, self.delay = (fault, delay) if fault in ("pass", "latency", "stall") else ("pass", 0.0)
+            self.refusing = False
+        if fault in _STATES:
+            self.fault, self.delay = fault, delay
         if not self.connections:
             self.timeline.record(self.name, "fault", detail=fault)
         for c in list(self.connections):
@@ -379,7 +408,24 @@ class FaultProxy:
         await asyncio.sleep(0)
 
     def __repr__(self) -> str:
+        refusing = " refusing" if self.refusing else ""
         return (
             f"<FaultProxy {self.name} {self.url} -> {self.upstream_host}:{self.upstream_port} "
-            f"fault={self.fault} open={len(self.connections)}>"
+            f"fault={self.fault}{refusing} open={len(self.connections)}>"
         )
+
+
+async def start_proxy(lab: Lab, upstream: Any, *, name: str, host: str = "127.0.0.1", port: int = 0) -> FaultProxy:
+    """Start a :class:`FaultProxy` in front of ``upstream`` (a server, a proxy, a URL or a port), tracked by ``lab``.
+
+    Starting under a name that is taken closes the old one first, so re-running a cell is safe.
+    """
+    await lab.close(name)
+    up_host, up_port = host_port(upstream)
+    try:
+        proxy = await FaultProxy.start(up_port, upstream_host=up_host, host=host, port=port, name=name, timeline=lab.timeline)
+    except UpstreamUnreachable as exc:
+        raise LabError(str(exc)) from None
+    except OSError as exc:
+        raise bind_error(exc, host, port) from None
+    return await lab.track(name, proxy)

@@ -1,21 +1,14 @@
-"""Chat-style broadcast servers: the seed's naive one, and (later) fixed ones.
+"""The seed's server, fixed: removal, keepalive with a deadline, and isolation of slow clients.
 
-The naive server is the Tomcat pattern from the blog post, in Python:
-
-* every session goes into a dict when it connects, and never leaves it;
-* a broadcast is a serial loop of ``await ws.send(...)`` over that dict;
-* there is no keepalive, so a client that vanishes is never noticed.
-
-Read :class:`NaiveServer` top to bottom: it is short on purpose.
+:class:`FixedServer` is the naive server with three steps added, each behind a
+flag so that notebook 02 can measure what each one buys. :class:`BroadcastServer`
+is what websockets offers out of the box, for comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,70 +16,10 @@ import websockets.asyncio.server
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .timeline import Timeline, describe_exception
+from ..runtime.timeline import Timeline
+from .base import SessionServer
 
-__all__ = ["NaiveServer", "FixedServer", "BroadcastServer", "Outbox", "SERVERS", "set_tcp_user_timeout", "stamp", "unstamp"]
-
-
-def stamp(seq: int, payload: bytes = b"") -> bytes:
-    """A broadcast message: sequence number and send time, then the payload.
-
-    Receivers use the time to measure latency (same machine, same clock).
-    """
-    return b"%d %.6f " % (seq, time.monotonic()) + payload
-
-
-def unstamp(message: bytes | str) -> tuple[int, float]:
-    """The sequence number and send time of a :func:`stamp`-ed message."""
-    if isinstance(message, str):
-        message = message.encode()
-    seq, sent_at, _ = message.split(b" ", 2)
-    return int(seq), float(sent_at)
-
-
-class NaiveServer:
-    """Keeps sessions in a dict, never removes them, broadcasts in a serial loop.
-
-    Args:
-        timeline: Where to record send errors (the server never prints).
-        name: The source name on the timeline.
-    """
-
-    def __init__(self, timeline: Timeline | None = None, name: str = "naive") -> None:
-        self.sessions: dict[int, ServerConnection] = {}
-        self.timeline = timeline if timeline is not None else Timeline()
-        self.name = name
-        self.sent = 0  # messages handed to send() successfully
-        self._next_id = 0
-
-    async def handler(self, ws: ServerConnection) -> None:
-        """One connection: register the session, then read until the connection ends."""
-        session_id = self._next_id
-        self._next_id += 1
-        self.sessions[session_id] = ws  # added on connect ... and never removed
-        async for message in ws:
-            pass  # clients only listen in this lab; a real chat would handle messages here
-
-    async def broadcast(self, message: bytes | str) -> None:
-        """Send ``message`` to every session, one after the other."""
-        for session_id, ws in list(self.sessions.items()):  # a snapshot: sessions join mid-loop
-            try:
-                await ws.send(message)
-                self.sent += 1
-            except ConnectionClosed as exc:
-                # Like the Tomcat server in the post: log the error, keep the session.
-                self.timeline.record(self.name, "send-error", conn=f"s{session_id}", detail=describe_exception(exc))
-
-    async def broadcast_forever(self, interval: float, payload: bytes = b"", count: int | None = None) -> None:
-        """Broadcast a numbered, timestamped message every ``interval`` seconds."""
-        seq = 0
-        while count is None or seq < count:
-            await self.broadcast(stamp(seq, payload))
-            seq += 1
-            await asyncio.sleep(interval)
-
-
-# -- the fix --------------------------------------------------------------------------------------
+__all__ = ["FixedServer", "BroadcastServer", "Outbox", "set_tcp_user_timeout"]
 
 
 @dataclass
@@ -97,7 +30,7 @@ class Outbox:
     bytes: int = 0
 
 
-class FixedServer:
+class FixedServer(SessionServer):
     """The seed's server, fixed in three steps you can switch on one at a time.
 
     1. **Removal** (always on): a session leaves the dict when its handler
@@ -141,10 +74,8 @@ class FixedServer:
         send_deadline: float = 0.5,
         tcp_user_timeout: float | None = None,
     ) -> None:
-        self.sessions: dict[int, ServerConnection] = {}
+        super().__init__(timeline, name)
         self.outboxes: dict[int, Outbox] = {}
-        self.timeline = timeline if timeline is not None else Timeline()
-        self.name = name
         self.keepalive = keepalive
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -152,19 +83,10 @@ class FixedServer:
         self.max_buffer = max_buffer
         self.send_deadline = send_deadline
         self.tcp_user_timeout = tcp_user_timeout
-        self.sent = 0  # messages handed to send() successfully
-        self._next_id = 0
-
-    @property
-    def serve_options(self) -> dict[str, Any]:
-        """Options for ``lab.serve()``: none, this server runs its own keepalive."""
-        return {}
 
     async def handler(self, ws: ServerConnection) -> None:
         """One connection: register the session, read until the end, then remove it."""
-        session_id = self._next_id
-        self._next_id += 1
-        self.sessions[session_id] = ws
+        session_id = self.register(ws)
         if self.tcp_user_timeout is not None:
             set_tcp_user_timeout(ws, self.tcp_user_timeout)
         helpers = []
@@ -192,9 +114,6 @@ class FixedServer:
                 self.sent += 1
             except ConnectionClosed:
                 self.remove(session_id, "send failed")  # 1. removal: as soon as a send fails
-
-    # The same loop as the naive server: only broadcast() differs.
-    broadcast_forever = NaiveServer.broadcast_forever
 
     async def _keepalive(self, session_id: int, ws: ServerConnection) -> None:
         # 2. liveness: one deadline around sending the ping and receiving the pong.
@@ -239,40 +158,51 @@ class FixedServer:
             finally:
                 outbox.bytes -= len(message)
 
-    def drop(self, session_id: int, ws: ServerConnection, reason: str) -> None:
-        """Abort the TCP connection now (no closing handshake to wait for) and remove the session."""
-        self.timeline.record(self.name, "abort", conn=f"s{session_id}", detail=reason)
-        ws.transport.abort()
-        self.remove(session_id, reason)
-
     def remove(self, session_id: int, reason: str) -> None:
-        """Take the session out of the dict (once) and record why."""
-        if self.sessions.pop(session_id, None) is None:
-            return
+        """Take the session out of the map (once), with its outbox, and record why."""
         self.outboxes.pop(session_id, None)
-        self.timeline.record(self.name, "removed", conn=f"s{session_id}", detail=reason, sessions=len(self.sessions))
+        super().remove(session_id, reason)
 
 
-class BroadcastServer(FixedServer):
+class BroadcastServer(SessionServer):
     """Removal as in :class:`FixedServer`, then what websockets offers: its keepalive and ``broadcast()``.
 
-    websockets' keepalive runs when the server is started with
-    ``ping_interval``/``ping_timeout`` (see :attr:`serve_options`).
-    ``broadcast()`` never waits: it writes each message into every OPEN
-    connection's buffer and skips the others. It never drops a client
+    websockets' keepalive runs because :attr:`serve_options` asks ``serve()``
+    for it. ``broadcast()`` never waits: it writes each message into every
+    OPEN connection's buffer and skips the others. It never drops a client
     either, so a client that stopped reading holds more and more memory.
+
+    Args:
+        timeline: Where to record events (the server never prints).
+        name: The source name on the timeline.
+        ping_interval: websockets' keepalive interval, in seconds; None: no keepalive.
+        ping_timeout: websockets' pong deadline, in seconds.
     """
 
-    def __init__(self, timeline: Timeline | None = None, name: str = "broadcast", **options: Any) -> None:
-        options.setdefault("keepalive", True)
-        super().__init__(timeline, name, isolation=False, **options)
-        self.builtin_keepalive, self.keepalive = self.keepalive, False
+    def __init__(
+        self,
+        timeline: Timeline | None = None,
+        name: str = "broadcast",
+        *,
+        ping_interval: float | None = 0.5,
+        ping_timeout: float | None = 0.5,
+    ) -> None:
+        super().__init__(timeline, name)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
 
     @property
     def serve_options(self) -> dict[str, Any]:
-        if not self.builtin_keepalive:
-            return {}
         return {"ping_interval": self.ping_interval, "ping_timeout": self.ping_timeout}
+
+    async def handler(self, ws: ServerConnection) -> None:
+        """One connection: register the session, read until the end, then remove it."""
+        session_id = self.register(ws)
+        try:
+            async for message in ws:
+                pass  # clients only listen in this lab
+        finally:
+            self.remove(session_id, f"connection closed ({ws.close_code})")
 
     async def broadcast(self, message: bytes | str) -> None:
         websockets.asyncio.server.broadcast(self.sessions.values(), message)
@@ -293,27 +223,3 @@ def set_tcp_user_timeout(ws: ServerConnection, seconds: float) -> bool:
         return False
     sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
     return True
-
-
-# Every server variant by name, in the order of notebook 02's ablation: a factory called as
-# ``factory(timeline=..., name=...)`` (keyword options go to it too), and a one-line description.
-# ``wslab serve --server NAME`` offers the same list.
-SERVERS: dict[str, tuple[Callable[..., Any], str]] = {
-    "naive": (NaiveServer, "the seed's session map: never removes a session, serial broadcast loop"),
-    "removal": (
-        functools.partial(FixedServer, keepalive=False, isolation=False),
-        "removes a session when its handler ends or a send fails; serial broadcast loop",
-    ),
-    "keepalive": (
-        functools.partial(FixedServer, isolation=False),
-        "removal, plus pings that drop a peer whose pong is late; serial broadcast loop",
-    ),
-    "fixed": (FixedServer, "removal, keepalive, and a bounded outbox per client with a send deadline"),
-    "broadcast": (BroadcastServer, "removal, websockets' own keepalive and broadcast(): never waits, never bounds"),
-}
-
-
-# Registered here, after SERVERS exists: the replaying server for ``wslab serve --server replay``.
-from .replay import ReplayServer  # noqa: E402  (replay imports nothing from here)
-
-SERVERS["replay"] = (ReplayServer, "numbers broadcasts; replays a reconnecting client's gap from a bounded history")

@@ -27,8 +27,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidHandshake
 
-from .backoff import Backoff
-from .lab import CLOSE_DEADLINE, Lab, LabError
+from ..clients.backoff import Backoff
+from ..runtime.errors import LabError
+from ..runtime.lab import Lab
+from ..runtime.timing import close_within
 from .simulate import AcceptLimit, HerdResult, client_seed
 
 __all__ = ["run_herd", "herd_member", "raise_fd_limit"]
@@ -159,18 +161,6 @@ async def run_herd(
         for task in members:
             task.cancel()
         await asyncio.gather(*members, return_exceptions=True)
-        await _close_all([ws for ws in conns if ws is not None])
+        await asyncio.gather(*(close_within(ws) for ws in conns if ws is not None))
         await lab.close(name)
     return result
-
-
-async def _close_all(conns: list[ClientConnection]) -> None:
-    """Close client connections within CLOSE_DEADLINE; abort those that don't finish."""
-
-    async def close(ws: ClientConnection) -> None:
-        try:
-            await asyncio.wait_for(ws.close(), CLOSE_DEADLINE)
-        except Exception:
-            ws.transport.abort()
-
-    await asyncio.gather(*(close(ws) for ws in conns))

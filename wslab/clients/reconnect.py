@@ -38,42 +38,37 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import process_exception
 from websockets.exceptions import ConnectionClosed
 
+from ..runtime.errors import LabError, WaitTimeout
+from ..runtime.lab import check_url
+from ..runtime.timeline import EventKind, Timeline, TimelineLogHandler, describe_exception
+from ..runtime.timing import CLOSE_DEADLINE, close_within, scaled
+from ..servers.wire import Numbered, Resync, decode
 from . import closecodes
 from .backoff import Backoff
-from .lab import LabError, check_url
-from .replay import decode_message
-from .timeline import Timeline, TimelineLogHandler, describe_exception
+from .policy import CloseEvent, GiveUp, ReconnectPolicy, SequenceTracker
 
-__all__ = ["ReconnectingClient", "CloseEvent", "Message", "BufferFull"]
+__all__ = ["ReconnectingClient", "ClientState", "CloseEvent", "Message", "BufferFull"]
 
-# How long closing a connection may take before the client aborts it.
-CLOSE_DEADLINE = 1.0
+
+class ClientState(StrEnum):
+    """Where a :class:`ReconnectingClient` is. A state is also a plain string."""
+
+    NEW = "new"  # run() not called yet
+    CONNECTING = "connecting"  # an attempt (TCP + opening handshake) is under way
+    OPEN = "open"  # connected, buffer flushed
+    DISCONNECTED = "disconnected"  # the connection just closed; deciding what next
+    WAITING = "waiting"  # the backoff delay before the next attempt
+    CLOSED = "closed"  # stopped for good: closed by the user, cancelled, or gave up
 
 
 class BufferFull(LabError):
     """:meth:`ReconnectingClient.send` while disconnected, with the outbound buffer full."""
-
-
-@dataclass(frozen=True)
-class CloseEvent:
-    """What a browser passes to ``onclose``.
-
-    Attributes:
-        code: The close code received, 1006 if no close frame arrived.
-        reason: The reason received, ``""`` if none.
-        was_clean: True only if the closing handshake completed (a close
-            frame went each way) before TCP closed.
-    """
-
-    code: int
-    reason: str
-    was_clean: bool
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,7 @@ class ReconnectingClient:
         min_uptime: A connection must stay open this long, in seconds, for the
             backoff (and the retry count) to start again from the beginning,
             so that a server that accepts then drops at once is not hammered.
-        retry_table: Close code -> reconnect or not (:data:`wslab.closecodes.RETRY`).
+        retry_table: Close code -> reconnect or not (:data:`wslab.clients.closecodes.RETRY`).
         buffer_size: How many messages :meth:`send` keeps while disconnected.
         recover: Ask the server to replay missed messages on reconnect (by
             putting ``last_seq`` in the URL). Sequence numbers are tracked,
@@ -151,10 +146,10 @@ class ReconnectingClient:
         self.timeline = timeline if timeline is not None else Timeline(clock)
         self.backoff = backoff if backoff is not None else Backoff(
             min_delay=min_delay, max_delay=max_delay, factor=factor, jitter=jitter, seed=seed, rng=rng)
+        # Every decision (retry or give up, how long to wait) is made by this object, without I/O.
+        self.policy = ReconnectPolicy(self.backoff, retry_table=retry_table, max_retries=max_retries,
+                                      min_uptime=min_uptime)
         self.open_timeout = open_timeout
-        self.max_retries = max_retries
-        self.min_uptime = min_uptime
-        self.retry_table = retry_table
         self.buffer_size = buffer_size
         self.recover = recover
         self.record_messages = record_messages
@@ -168,22 +163,18 @@ class ReconnectingClient:
         self.on_error: Callable[[BaseException], Any] | None = None
         self.on_give_up: Callable[[str], Any] | None = None
 
-        self.state = "new"  # new, connecting, open, disconnected, waiting (the delay), closed
+        self.state = ClientState.NEW
         self.attempts = 0  # connection attempts, ever
         self.opens = 0  # connections opened, ever
-        self.retries = 0  # reconnection attempts since the last connection that lasted min_uptime
         self.gave_up: str | None = None  # why, once it has
         self.last_close: CloseEvent | None = None
 
-        self.last_seq: int | None = None  # the last sequence number received
+        self.sequence = SequenceTracker()  # numbers received: gaps, duplicates, last_seq to resume from
         self.received = 0  # messages received
-        self.gaps: list[tuple[int, int]] = []  # (first missing, last missing) sequence numbers
-        self.duplicates = 0
 
         self._buffer: deque[str | bytes] = deque()
         self._ws: ClientConnection | None = None
         self._closing = False
-        self._fatal: BaseException | None = None  # a connection error not worth retrying
         self._handshake = 0.0  # seconds the last successful attempt took
         self._wake = asyncio.Event()  # set by close() to cut a backoff sleep short
         self._opened = asyncio.Event()
@@ -197,78 +188,71 @@ class ReconnectingClient:
 
     async def run(self) -> str:
         """Stay connected until :meth:`close`, cancellation or giving up. Returns why it stopped."""
-        if self.state != "new":
+        if self.state != ClientState.NEW:
             raise LabError(f"{self.name}: run() was already called; make a new ReconnectingClient")
         try:
             while True:
-                ws = await self._attempt()
-                if ws is not None and self._closing:  # close() was called during the handshake
-                    await _close_within(ws, CLOSE_DEADLINE)
+                ws, failure = await self._attempt()
+                if self._closing:  # close() was called during the attempt
+                    if ws is not None:
+                        await close_within(ws)
                     return "closed by the user"
                 if ws is not None:
-                    close = await self._session(ws)
+                    close, uptime = await self._session(ws)
                     if self._closing:
                         return "closed by the user"
-                    if not closecodes.should_retry(close.code, self.retry_table):
-                        return self._give_up(closecodes.retry_reason(close.code, self.retry_table))
-                elif self._fatal is not None:
-                    return self._give_up(f"not retrying {describe_exception(self._fatal)}")
-                if self._closing:
-                    return "closed by the user"
-                if self.max_retries is not None and self.retries >= self.max_retries:
-                    return self._give_up(f"{self.retries} reconnection attempts failed (max_retries={self.max_retries})")
-                delay = self.backoff.next()
-                self.retries += 1
-                self.state = "waiting"
-                self._record("retry", detail=f"attempt {self.retries} in {delay:.3f} s", delay=delay,
-                             retry=self.retries)
-                await self._sleep(delay)
+                    decision = self.policy.decide(close, uptime)
+                else:
+                    assert failure is not None
+                    decision = self.policy.decide(failure)
+                if isinstance(decision, GiveUp):
+                    return self._give_up(decision.reason)
+                self.state = ClientState.WAITING
+                self._record(EventKind.RETRY, detail=f"attempt {decision.retry} in {decision.delay:.3f} s",
+                             delay=decision.delay, retry=decision.retry)
+                await self._sleep(decision.delay)
                 if self._closing:
                     return "closed by the user"
         finally:
             # Cancelled (lab.close()) while connected: close with 1000, within a deadline.
             if self._ws is not None:
                 ws, self._ws = self._ws, None
-                await _close_within(ws, CLOSE_DEADLINE)
+                await close_within(ws)
                 close = _close_event(ws)
-                self._record("close", code=close.code, detail=f"reason={close.reason!r} wasClean={close.was_clean}"
-                             " (cancelled)", reason=close.reason, was_clean=close.was_clean)
-            self.state = "closed"
+                self._record(EventKind.CLOSE, code=close.code, detail=f"reason={close.reason!r} "
+                             f"wasClean={close.was_clean} (cancelled)", reason=close.reason, was_clean=close.was_clean)
+            self.state = ClientState.CLOSED
             self._opened.clear()
             self._done.set()
 
-    async def _attempt(self) -> ClientConnection | None:
-        """One connection attempt: a connection, or None after recording why it failed."""
-        self.state = "connecting"
+    async def _attempt(self) -> tuple[ClientConnection | None, Exception | None]:
+        """One connection attempt: ``(connection, None)``, or ``(None, the error)`` after recording it."""
+        self.state = ClientState.CONNECTING
         self.attempts += 1
-        self._fatal = None
         url = self._url()
-        self._record("connecting", detail=url, attempt=self.attempts)
+        self._record(EventKind.CONNECTING, detail=url, attempt=self.attempts)
         started = self.clock()
         try:
             ws = await connect(url, open_timeout=self.open_timeout, logger=self._logger, **self.connect_options)
         except Exception as exc:
-            self._record("error", detail=describe_exception(exc), attempt=self.attempts,
+            self._record(EventKind.ERROR, detail=describe_exception(exc), attempt=self.attempts,
                          duration=self.clock() - started)
             self._call(self.on_error, exc)
-            # websockets' own rule: network errors, timeouts and HTTP 5xx are worth retrying.
-            if process_exception(exc) is not None:
-                self._fatal = exc
-            return None
+            return None, exc
         self._handshake = self.clock() - started
-        return ws
+        return ws, None
 
-    async def _session(self, ws: ClientConnection) -> CloseEvent:
-        """Use one connection until it closes: flush the buffer, then read. Returns the close event."""
+    async def _session(self, ws: ClientConnection) -> tuple[CloseEvent, float]:
+        """Use one connection until it closes: flush the buffer, then read. Returns the close event and the uptime."""
         self._ws = ws
         self.opens += 1
         first = self.opens == 1
         opened_at = self.clock()
-        self._record("open", detail="first" if first else "reconnect", attempt=self.attempts,
+        self._record(EventKind.OPEN, detail="first" if first else "reconnect", attempt=self.attempts,
                      handshake=self._handshake)
         try:
             await self._flush(ws)
-            self.state = "open"
+            self.state = ClientState.OPEN
             self._opened.set()
             self._call(self.on_open, first)
             async for raw in ws:
@@ -277,20 +261,16 @@ class ReconnectingClient:
             pass
         finally:
             self._opened.clear()
-            self.state = "disconnected"
-        await _close_within(ws, CLOSE_DEADLINE)  # normally closed already; never wait forever
+            self.state = ClientState.DISCONNECTED
+        await close_within(ws)  # normally closed already; never wait forever
         self._ws = None
         close = _close_event(ws)
         self.last_close = close
         uptime = self.clock() - opened_at
-        self._record("close", code=close.code, detail=f"reason={close.reason!r} wasClean={close.was_clean}",
+        self._record(EventKind.CLOSE, code=close.code, detail=f"reason={close.reason!r} wasClean={close.was_clean}",
                      reason=close.reason, was_clean=close.was_clean, uptime=uptime)
-        if uptime >= self.min_uptime:
-            # It stayed up long enough: the next outage starts the backoff from the beginning.
-            self.backoff.reset()
-            self.retries = 0
         self._call(self.on_close, close)
-        return close
+        return close, uptime
 
     async def _sleep(self, delay: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -298,7 +278,7 @@ class ReconnectingClient:
 
     def _give_up(self, why: str) -> str:
         self.gave_up = why
-        self._record("give-up", detail=why, retries=self.retries)
+        self._record(EventKind.GIVE_UP, detail=why, retries=self.policy.retries)
         self._call(self.on_give_up, why)
         return why
 
@@ -317,16 +297,16 @@ class ReconnectingClient:
             BufferFull: disconnected, and ``buffer_size`` messages are waiting already.
             LabError: the client is closed.
         """
-        if self._closing or self.state == "closed":
+        if self._closing or self.state == ClientState.CLOSED:
             raise LabError(f"{self.name} is closed: make a new ReconnectingClient to send more")
-        if self.state == "open" and not self._buffer and self._ws is not None:
+        if self.state == ClientState.OPEN and not self._buffer and self._ws is not None:
             try:
                 await self._ws.send(message)
                 return
             except ConnectionClosed:
                 pass  # the connection died under us: keep the message for the next one
         if len(self._buffer) >= self.buffer_size:
-            self._record("buffer-full", detail=f"{len(self._buffer)} messages waiting", size=len(self._buffer))
+            self._record(EventKind.BUFFER_FULL, detail=f"{len(self._buffer)} messages waiting", size=len(self._buffer))
             raise BufferFull(
                 f"{self.name}: {len(self._buffer)} messages are waiting for a connection (buffer_size="
                 f"{self.buffer_size}); wait for client.wait_open() or make the buffer bigger"
@@ -347,30 +327,44 @@ class ReconnectingClient:
     # -- receiving -----------------------------------------------------------------
 
     def _receive(self, raw: str | bytes) -> None:
-        seq, data, control = decode_message(raw)
-        if control is not None:  # {"resync": true, "missed": [a, b], "next_seq": n}
-            missed = control.get("missed")
-            if missed:
-                self.gaps.append((missed[0], missed[1]))
-            self.last_seq = control.get("next_seq", 0) - 1
-            self._record("resync", detail=f"server history lost {missed}: reload state", missed=missed)
+        frame = decode(raw)
+        if isinstance(frame, Resync):  # the server's history lost our gap: reload state some other way
+            self.sequence.resync(frame.missed, frame.next_seq)
+            self._record(EventKind.RESYNC, detail=f"server history lost {frame.missed}: reload state",
+                         missed=frame.missed)
             return
-        if seq is not None and self.last_seq is not None:
-            if seq <= self.last_seq:
-                self.duplicates += 1
-                self._record("duplicate", detail=f"seq {seq} again (last was {self.last_seq})", seq=seq)
-            elif seq > self.last_seq + 1:
-                self.gaps.append((self.last_seq + 1, seq - 1))
-                self._record("gap", detail=f"missed {self.last_seq + 1}-{seq - 1}", first=self.last_seq + 1,
-                             last=seq - 1)
+        seq = frame.seq if isinstance(frame, Numbered) else None
+        data = frame.data
         if seq is not None:
-            self.last_seq = seq if self.last_seq is None else max(seq, self.last_seq)
+            seen = self.sequence.see(seq)
+            if seen.kind == "duplicate":
+                self._record(EventKind.DUPLICATE, detail=f"seq {seq} again (last was {self.sequence.last_seq})", seq=seq)
+            elif seen.missed is not None:
+                first, last = seen.missed
+                self._record(EventKind.GAP, detail=f"missed {first}-{last}", first=first, last=last)
         self.received += 1
         if self.record_messages:
             preview = data if isinstance(data, str) else f"<{len(data)} bytes>"
             preview = preview if len(preview) <= 60 else preview[:57] + "..."
-            self._record("message", detail=preview if seq is None else f"seq {seq}: {preview}", seq=seq)
+            self._record(EventKind.MESSAGE, detail=preview if seq is None else f"seq {seq}: {preview}", seq=seq)
         self._call(self.on_message, Message(data, seq))
+
+    # The numbers, for reading: the tracker holds them.
+    @property
+    def last_seq(self) -> int | None:
+        return self.sequence.last_seq
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        return self.sequence.gaps
+
+    @property
+    def duplicates(self) -> int:
+        return self.sequence.duplicates
+
+    @property
+    def retries(self) -> int:
+        return self.policy.retries
 
     def _url(self) -> str:
         """The URL for the next attempt: with ``last_seq`` once a numbered message was seen."""
@@ -389,6 +383,7 @@ class ReconnectingClient:
         Raises:
             LabError: not connected in time, or the client stopped (gave up, closed) meanwhile.
         """
+        timeout = scaled(timeout)
         waiters = [asyncio.ensure_future(self._opened.wait()), asyncio.ensure_future(self._done.wait())]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -399,15 +394,16 @@ class ReconnectingClient:
             return
         if self._done.is_set():
             raise LabError(f"{self.name} stopped without connecting: {self.gave_up or 'closed'}")
-        raise LabError(f"{self.name} did not connect within {timeout} s (state: {self.state}); "
-                       f"see its events on the timeline")
+        raise WaitTimeout(f"{self.name} did not connect within {timeout} s (state: {self.state}); "
+                          f"see its events on the timeline")
 
     async def wait_done(self, timeout: float = 10.0) -> None:
-        """Wait until :meth:`run` has returned (closed or given up), at most ``timeout`` seconds."""
+        """Wait until :meth:`run` has returned (closed or given up), at most ``timeout`` seconds (scaled)."""
+        timeout = scaled(timeout)
         try:
             await asyncio.wait_for(self._done.wait(), timeout)
         except asyncio.TimeoutError:
-            raise LabError(f"{self.name} still runs after {timeout} s (state: {self.state})") from None
+            raise WaitTimeout(f"{self.name} still runs after {timeout} s (state: {self.state})") from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close for good, like ``ws.close()`` in a browser: no reconnection after this."""
@@ -415,16 +411,16 @@ class ReconnectingClient:
         self._wake.set()
         ws = self._ws
         if ws is not None:
-            await _close_within(ws, CLOSE_DEADLINE, code, reason)
-        if self.state == "new":
-            self.state = "closed"
+            await close_within(ws, CLOSE_DEADLINE, code, reason)
+        if self.state == ClientState.NEW:
+            self.state = ClientState.CLOSED
         else:
             with contextlib.suppress(LabError):
                 await self.wait_done(CLOSE_DEADLINE + 1.0)
 
     # -- small helpers ------------------------------------------------------------------
 
-    def _record(self, kind: str, *, code: int | None = None, detail: str = "", **data: Any) -> None:
+    def _record(self, kind: EventKind, *, code: int | None = None, detail: str = "", **data: Any) -> None:
         self.timeline.record(self.name, kind, code=code, detail=detail, **data)
 
     def _call(self, callback: Callable[[Any], Any] | None, argument: Any) -> None:
@@ -434,7 +430,7 @@ class ReconnectingClient:
         try:
             callback(argument)
         except Exception as exc:
-            self._record("error", detail=f"in {getattr(callback, '__qualname__', 'callback')}: "
+            self._record(EventKind.ERROR, detail=f"in {getattr(callback, '__qualname__', 'callback')}: "
                                          f"{describe_exception(exc)}")
 
     def __repr__(self) -> str:
@@ -447,13 +443,3 @@ def _close_event(ws: ClientConnection) -> CloseEvent:
     clean = exc is not None and exc.rcvd is not None and exc.sent is not None
     code = int(ws.close_code) if ws.close_code is not None else 1006  # int, not websockets' CloseCode enum
     return CloseEvent(code, ws.close_reason or "", clean)
-
-
-async def _close_within(ws: ClientConnection, deadline: float, code: int = 1000, reason: str = "") -> None:
-    """Close ``ws``; abort the TCP connection if the closing handshake takes longer than ``deadline``."""
-    try:
-        await asyncio.wait_for(ws.close(code, reason), deadline)
-    except (asyncio.TimeoutError, Exception):
-        ws.transport.abort()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(ws.wait_closed(), deadline)

@@ -24,36 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
 
-from .proxy import FaultProxy, UpstreamUnreachable
+from .errors import LabError, bind_error
 from .timeline import Timeline, TimelineLogHandler, describe_exception
+from .timing import CLOSE_DEADLINE, abort_all, close_within, wait_until
 
-__all__ = ["Lab", "LabError", "LabServer", "new_lab", "current_lab", "check_url"]
+__all__ = ["Lab", "LabServer", "Restart", "new_lab", "current_lab", "check_url", "host_port", "Handler"]
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
-
-# How long closing anything may take before the lab aborts the TCP connection.
-CLOSE_DEADLINE = 1.0
-
-
-class LabError(Exception):
-    """A mistake the lab can explain in one line: a busy port, a bad URL, no server.
-
-    In a notebook it is shown as that one line, without a traceback.
-    """
-
-    def _render_traceback_(self) -> list[str]:  # IPython's hook for custom error display
-        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
 
 
 def check_url(url: str) -> str:
@@ -70,17 +59,6 @@ def check_url(url: str) -> str:
         raise LabError(f"{url!r} has no host: write it like ws://127.0.0.1:8765")
     del port
     return url
-
-
-def bind_error(exc: OSError, host: str, port: int) -> LabError:
-    """Explain why listening on ``host:port`` failed."""
-    if exc.errno == errno.EADDRINUSE:
-        return LabError(f"port {port} on {host} is already in use: stop what runs there, or use port 0 for a free one")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return LabError(f"cannot listen on {host}: that address is not on this machine (use 127.0.0.1)")
-    if exc.errno == errno.EACCES:
-        return LabError(f"not allowed to listen on port {port}: ports below 1024 need privileges, use port 0")
-    return LabError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 class _ConnectionLabels:
@@ -100,6 +78,18 @@ class _ConnectionLabels:
         return label
 
 
+@dataclass(frozen=True)
+class Restart:
+    """When a :meth:`LabServer.restart` stopped listening and listened again, in timeline seconds."""
+
+    down_at: float
+    up_at: float
+
+    @property
+    def downtime(self) -> float:
+        return self.up_at - self.down_at
+
+
 class LabServer:
     """A websockets server run by the lab, with its connections recorded on the timeline.
 
@@ -109,6 +99,8 @@ class LabServer:
         handler: The connection handler (your code).
     """
 
+    close_rank = 3  # closed after tasks, proxies and clients: see Lab.close
+
     def __init__(self, lab: Lab, name: str, handler: Handler, host: str, port: int, options: dict) -> None:
         self.lab = lab
         self.name = name
@@ -117,11 +109,12 @@ class LabServer:
         self.port = port
         self.options = options
         self.server: Server | None = None
+        self._listening = asyncio.Event()
         self._watchers: set[asyncio.Task] = set()
-        self._logger = logging.getLogger(f"wslab.server.{id(self)}")
-        self._logger.propagate = False  # never print: record on the timeline
+        # websockets logs handler crashes here. Not registered with logging.getLogger(): it goes
+        # away with the server, and no later server can inherit this one's timeline.
+        self._logger = logging.Logger(f"wslab.server.{name}", level=logging.WARNING)
         self._logger.addHandler(TimelineLogHandler(lab.timeline, name))
-        self._logger.setLevel(logging.WARNING)
 
     @property
     def url(self) -> str:
@@ -133,6 +126,10 @@ class LabServer:
     def connections(self) -> set[ServerConnection]:
         """Connections that completed the opening handshake and are still OPEN."""
         return self.server.connections if self.server else set()
+
+    @property
+    def is_listening(self) -> bool:
+        return self.server is not None
 
     def label(self, ws: ServerConnection) -> str:
         return self.lab.label(ws)
@@ -146,8 +143,17 @@ class LabServer:
         except OSError as exc:
             raise bind_error(exc, self.host, self.port) from None
         self.port = self.server.sockets[0].getsockname()[1]
+        self._listening.set()
         self.lab.timeline.record(self.name, "listening", detail=self.url)
         return self
+
+    async def wait_listening(self, timeout: float = 5.0) -> None:
+        """Wait until the server listens (again), e.g. while a :meth:`restart` runs in a task.
+
+        Raises:
+            WaitTimeout: it did not listen within ``timeout`` seconds (scaled).
+        """
+        await wait_until(self._listening.is_set, timeout, f"server {self.name!r} listening again")
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = self.label(ws)
@@ -163,11 +169,10 @@ class LabServer:
             # A bug in the handler: record it in one line, close with 1011 like websockets would.
             where = getattr(self.handler, "__qualname__", "handler")
             self.lab.timeline.record(
-                self.name, "handler-error", conn=conn, code=1011,
+                self.name, "handler-error", conn=conn, code=CloseCode.INTERNAL_ERROR,
                 detail=f"{where} raised {type(exc).__name__}: {exc}", exc=exc,
             )
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(1011, "internal error"), CLOSE_DEADLINE)
+            await close_within(ws, CLOSE_DEADLINE, CloseCode.INTERNAL_ERROR, "internal error")
         else:
             self.lab.timeline.record(self.name, "handler-exit", conn=conn, detail="returned")
 
@@ -181,27 +186,38 @@ class LabServer:
             rcvd=exc.rcvd.code if exc.rcvd else None, sent=exc.sent.code if exc.sent else None,
         )
 
-    async def stop(self, *, code: int = 1001, reason: str = "", deadline: float = 2.0) -> None:
+    async def stop(self, *, code: int = CloseCode.GOING_AWAY, reason: str = "", deadline: float = 2.0) -> None:
         """Close the listening socket, close connections with ``code``; abort those that don't finish in time."""
         if self.server is None:
             return
         server, self.server = self.server, None
+        self._listening.clear()
         server.close(code=code, reason=reason)
         try:
             await asyncio.wait_for(asyncio.shield(server.wait_closed()), deadline)
         except asyncio.TimeoutError:
             # A send blocked on a stalled peer ignores close_timeout: only abort() frees it.
-            for ws in list(server.all_connections):
-                ws.transport.abort()
+            abort_all(server.all_connections)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), CLOSE_DEADLINE)
-        self.lab.timeline.record(self.name, "stopped", code=code, detail=reason)
+        self.lab.timeline.record(self.name, "stopped", code=int(code), detail=reason)
 
-    async def restart(self, *, downtime: float = 0.0) -> None:
-        """Stop with 1012 (service restart), stay down ``downtime`` seconds, listen again on the same port."""
-        await self.stop(code=1012, reason="service restart")
+    async def restart(self, *, downtime: float = 0.0) -> Restart:
+        """Stop with 1012 (service restart), stay down ``downtime`` seconds, listen again on the same port.
+
+        The listening socket really closes: connection attempts meanwhile are
+        refused. Returns when it listens again, with both moments; run it in a
+        task and ``await server.wait_listening()`` to do something meanwhile.
+        """
+        await self.stop(code=CloseCode.SERVICE_RESTART, reason="service restart")
+        down_at = self.lab.timeline.now()
         await asyncio.sleep(downtime)
         await self.start()
+        return Restart(down_at, self.lab.timeline.now())
+
+    def abort_connections(self) -> int:
+        """Abort every connection now: for experiments whose clients are dead anyway. Returns how many."""
+        return abort_all(self.server.all_connections) if self.server is not None else 0
 
     async def close(self) -> None:
         await self.stop(deadline=CLOSE_DEADLINE)
@@ -215,7 +231,13 @@ class LabServer:
 
 
 class Lab:
-    """Everything one notebook (or script) started, by name, and a shared timeline."""
+    """Everything one notebook (or script) started, by name, and a shared timeline.
+
+    Starting anything under a name that is taken closes the old one first.
+    :meth:`close` closes everything, in an order that never waits for nothing:
+    tasks, then fault proxies, then clients, then servers, then external
+    programs (a resource's ``close_rank`` attribute says where it goes).
+    """
 
     def __init__(self, timeline: Timeline | None = None) -> None:
         self.timeline = timeline if timeline is not None else Timeline()
@@ -237,25 +259,8 @@ class Lab:
         options.setdefault("ping_interval", None)
         server = LabServer(self, name, handler, host, port, options)
         await server.start()
-        self._resources[name] = server
+        await self.track(name, server)
         return server
-
-    async def proxy(
-        self, upstream: LabServer | str | int, *, name: str, host: str = "127.0.0.1", port: int = 0
-    ) -> FaultProxy:
-        """Start a :class:`~wslab.proxy.FaultProxy` in front of ``upstream`` (a server, a URL or a port)."""
-        await self.close(name)
-        up_host, up_port = _host_port(upstream)
-        try:
-            proxy = await FaultProxy.start(
-                up_port, upstream_host=up_host, host=host, port=port, name=name, timeline=self.timeline
-            )
-        except UpstreamUnreachable as exc:
-            raise LabError(str(exc)) from None
-        except OSError as exc:
-            raise bind_error(exc, host, port) from None
-        self._resources[name] = proxy
-        return proxy
 
     async def connect(self, url: str, *, name: str, open_timeout: float = 5.0, **options: Any) -> ClientConnection:
         """Open a client connection, tracked by the lab. ``options`` go to websockets' ``connect``.
@@ -280,7 +285,7 @@ class Lab:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 cause = f"TLS certificate verification failed ({getattr(exc, 'verify_message', exc)}); pass ssl= a context that trusts the server's CA"
             raise LabError(f"cannot connect to {url}: {cause}") from None
-        self._resources[name] = ws
+        await self.track(name, ws)
         self.timeline.record(name, "open", detail=url)
         return ws
 
@@ -294,6 +299,7 @@ class Lab:
         if isinstance(old, asyncio.Task):
             old.cancel()
         elif old is not None:
+            self._resources[name] = old
             coro.close()
             raise LabError(f"{name!r} is a {type(old).__name__}, not a task: close it first or pick another name")
         task = asyncio.create_task(coro, name=name)
@@ -301,11 +307,15 @@ class Lab:
         self._resources[name] = task
         return task
 
-    def track(self, name: str, resource: Any) -> Any:
-        """Track anything with a ``close()`` method (sync or async), so :meth:`close` closes it."""
-        old = self._resources.pop(name, None)
-        if old is not None:
-            raise LabError(f"{name!r} is already taken by a {type(old).__name__}: close it first or pick another name")
+    async def track(self, name: str, resource: Any) -> Any:
+        """Track anything with a ``close()`` method (sync or async), so :meth:`close` closes it.
+
+        Like every way of starting something, it first closes what ``name``
+        held before, if that is something else.
+        """
+        old = self._resources.get(name)
+        if old is not None and old is not resource:
+            await self.close(name)
         self._resources[name] = resource
         return resource
 
@@ -330,20 +340,16 @@ class Lab:
     # -- closing things -----------------------------------------------------
 
     async def close(self, name: str | None = None) -> None:
-        """Close one resource by name, or everything (tasks first, then clients, proxies, servers)."""
+        """Close one resource by name, or everything (in ``close_rank`` order, each rank concurrently)."""
         if name is not None:
             resource = self._resources.pop(name, None)
             if resource is not None:
                 await _close_one(resource)
             return
-        # Proxies go before clients: a client behind a stalled proxy would
-        # otherwise wait out its close deadline. Each kind closes concurrently.
-        order = (asyncio.Task, FaultProxy, ClientConnection, LabServer)
         resources = list(self._resources.values())
         self._resources.clear()
-        for kind in order:
-            await asyncio.gather(*(_close_one(r) for r in resources if isinstance(r, kind)))
-        await asyncio.gather(*(_close_one(r) for r in resources if not isinstance(r, order)))
+        for rank in sorted({_rank(r) for r in resources}):
+            await asyncio.gather(*(_close_one(r) for r in resources if _rank(r) == rank))
 
     async def __aenter__(self) -> Lab:
         return self
@@ -359,29 +365,37 @@ class Lab:
         return f"<Lab {', '.join(self._resources) or 'empty'}; {len(self.timeline)} events>"
 
 
+def _rank(resource: Any) -> int:
+    # Tasks first (they use the rest); fault proxies (close_rank 1) before clients, so a client
+    # behind a stalled proxy doesn't wait out its close deadline; then clients, servers, programs.
+    if isinstance(resource, asyncio.Task):
+        return 0
+    if isinstance(resource, ClientConnection):
+        return 2
+    return getattr(resource, "close_rank", 4)
+
+
 async def _close_one(resource: Any) -> None:
     if isinstance(resource, asyncio.Task):
         resource.cancel()
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
             await asyncio.wait_for(resource, CLOSE_DEADLINE)
     elif isinstance(resource, ClientConnection):
-        try:
-            await asyncio.wait_for(resource.close(), CLOSE_DEADLINE)
-        except (asyncio.TimeoutError, Exception):
-            resource.transport.abort()
+        await close_within(resource, CLOSE_DEADLINE)
     elif hasattr(resource, "close"):
         result = resource.close()
         if asyncio.iscoroutine(result):
             await result
 
 
-def _host_port(target: LabServer | FaultProxy | str | int) -> tuple[str, int]:
+def host_port(target: Any) -> tuple[str, int]:
+    """``(host, port)`` of a port number, a ``ws://`` URL, or anything with ``host`` and ``port``."""
     if isinstance(target, int):
         return "127.0.0.1", target
-    if isinstance(target, (LabServer, FaultProxy)):
-        return target.host, target.port
-    parts = urllib.parse.urlsplit(check_url(target))
-    return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "wss" else 80)
+    if isinstance(target, str):
+        parts = urllib.parse.urlsplit(check_url(target))
+        return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "wss" else 80)
+    return target.host, target.port
 
 
 _current: Lab | None = None

@@ -1,0 +1,10 @@
+"""The exercises' checks: run the student's code against real faults, print PASS or FAIL with a hint.
+
+One module per exercise; each check tests behaviour, never the source text.
+"""
+
+from __future__ import annotations
+
+from .sessions import HINTS, CheckResult, ModeCheck, check_handler
+
+__all__ = ["HINTS", "CheckResult", "ModeCheck", "check_handler"]

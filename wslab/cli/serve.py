@@ -1,0 +1,70 @@
+"""``wslab serve``: a lab server variant, its URL on the first line, then one line per event."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import textwrap
+
+from ..runtime.lab import Lab
+from ..servers import SERVERS, make_app, start_app
+from .common import PrintingTimeline, port, print_line, run_async, seconds, size, stop_on_signals
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    variants = "\n".join(f"  {name:<8} {doc}" for name, (_, doc) in SERVERS.items())
+    p = sub.add_parser(
+        "serve",
+        help="run a lab server and print its URL and events",
+        description=textwrap.fill(
+            "Run a lab server, print its URL on the first line, then one line per event "
+            "(connections opening and closing, send errors) until Ctrl-C or SIGTERM."
+        ),
+        epilog=f"servers:\n{variants}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--server", choices=sorted(SERVERS), default="naive", help="which server variant (default: naive)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=port, default=0, help="port to listen on (default: 0, a free port)")
+    p.add_argument(
+        "--ping-interval", type=seconds, default=None, metavar="S",
+        help="websockets' own keepalive: a ping every S seconds; 0 turns it off "
+        "(default: the variant's own: 0.5 s for broadcast, off for the others; "
+        "keepalive and fixed ping by themselves)",
+    )
+    p.add_argument(
+        "--broadcast-interval", type=seconds, default=1.0, metavar="S",
+        help="broadcast a numbered, timestamped message to every session every S seconds; 0: never (default: 1)",
+    )
+    p.add_argument(
+        "--payload-size", type=size, default=0, metavar="BYTES",
+        help="add BYTES random bytes to each broadcast, to fill a stalled client's buffers (default: 0)",
+    )
+    p.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return run_async("serve", _serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    # Only what the user asked for overrides the variant's own serve_options (its keepalive).
+    overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
+    async with Lab(PrintingTimeline()) as lab:
+        app = make_app(args.server, lab.timeline)
+        server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
+        print_line(server.url)
+        lab.timeline.start_printing()
+        if args.broadcast_interval:
+            payload = os.urandom(args.payload_size)
+            # Named after the server, so it can't collide with a variant called "broadcast".
+            lab.spawn(app.broadcast_forever(args.broadcast_interval, payload), name=f"{args.server}-broadcasts")
+        print_line(f"wslab serve: {args.server} server at {server.url}; Ctrl-C stops it", file=sys.stderr)
+        await stop.wait()
+    return 0
+
+

@@ -1,0 +1,282 @@
+"""External programs the lab starts: Chromium, nginx, redis-server, Tomcat. Finding them, and running them.
+
+Each program the lab can use is a :class:`Program` in :data:`PROGRAMS`, with
+the command that installs it. The rule for a missing program is the same
+everywhere:
+
+- on a laptop, the notebook and its tests **skip**, with one line that names
+  the install command (:meth:`Program.skip_reason`);
+- in CI (``CI=true``) a missing program is a **failure**, never a skip;
+- ``python -m wslab check`` and notebook 00 report every program.
+
+:class:`ChildProcess` runs one as a child of the kernel, in its own temporary
+directory, on 127.0.0.1; ``lab.close()`` stops it (SIGTERM, then SIGKILL at
+the deadline) and deletes the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import LabError
+from .timeline import EventKind
+from .timing import scaled
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["Program", "PROGRAMS", "ChildProcess", "free_port", "in_ci", "notebook_skip_reason", "register"]
+
+
+def in_ci() -> bool:
+    """True when ``CI=true``: a missing program is then a failure, not a skip."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass(frozen=True)
+class Program:
+    """An external program some notebooks need.
+
+    Attributes:
+        name: What the lab calls it: ``"nginx"``.
+        needed_by: Which notebooks need it, by stem (``"06-idle-timeouts"``).
+        executables: Where to look, in order: names on ``PATH`` or absolute paths.
+        install: The command that installs it, per system: ``{"Debian/Ubuntu": "sudo apt install nginx-light"}``.
+        env_var: An environment variable that, when set, is the only place looked at.
+        core: True if a core notebook (00 to 05) needs it: ``wslab check`` then fails without it.
+        more_places: Returns more candidates, looked at first (e.g. Playwright's own downloads).
+        python_module: A Python module the lab needs to drive it, and how to install that module.
+    """
+
+    name: str
+    needed_by: tuple[str, ...]
+    executables: tuple[str, ...]
+    install: dict[str, str] = field(default_factory=dict)
+    env_var: str | None = None
+    core: bool = False
+    more_places: Callable[[], list[str]] | None = None
+    python_module: tuple[str, str] | None = None
+
+    def find(self) -> str | None:
+        """The first executable found, or None."""
+        if self.env_var and os.environ.get(self.env_var):
+            candidates: Sequence[str] = [os.environ[self.env_var]]
+        else:
+            candidates = [*(self.more_places() if self.more_places else []), *self.executables]
+        for candidate in candidates:
+            path = candidate if os.path.isabs(candidate) else shutil.which(candidate)
+            if path and os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+        return None
+
+    def how_to_install(self) -> str:
+        """``apt install nginx-light`` (Debian/Ubuntu), ``brew install nginx`` (macOS): one line."""
+        return "; ".join(f"{command} ({system})" for system, command in self.install.items())
+
+    def availability(self) -> tuple[bool, str]:
+        """Whether it can run here, and one line that says where it is or how to install it."""
+        if self.python_module is not None:
+            module, how = self.python_module
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                return False, f"the Python module {module} is missing: {how}"
+        path = self.find()
+        if path is not None:
+            return True, f"{self.name} found at {path}"
+        if self.env_var and os.environ.get(self.env_var):
+            return False, f"{self.env_var}={os.environ[self.env_var]} is not an executable file: fix it or unset it"
+        return False, f"{self.name} is not installed: {self.how_to_install()}"
+
+    def skip_reason(self) -> str | None:
+        """Why tests and notebooks that need it should skip here, or None if they must run (found, or in CI)."""
+        available, reason = self.availability()
+        if available or in_ci():
+            return None
+        return reason
+
+    def require(self) -> str:
+        """The executable's path, or a one-line :class:`LabError` that says how to install it."""
+        available, reason = self.availability()
+        if not available:
+            raise LabError(reason)
+        path = self.find()
+        assert path is not None
+        return path
+
+
+# Every external program the lab can start, by name. Each runtime module that starts one
+# (chromium.py, nginx.py, ...) registers its Program here.
+PROGRAMS: dict[str, Program] = {}
+
+
+def register(program: Program) -> Program:
+    """Add ``program`` to :data:`PROGRAMS` (what ``wslab check`` and the test skips read)."""
+    PROGRAMS[program.name] = program
+    return program
+
+
+def notebook_skip_reason(name: str) -> str | None:
+    """Why the notebook (or test) named ``name`` must skip here: a program it needs is missing.
+
+    ``name`` is anything that contains a notebook's stem, e.g. a pytest node id.
+    None when everything it needs is here, or in CI (where a missing program fails instead).
+    """
+    for program in PROGRAMS.values():
+        if any(stem in name for stem in program.needed_by):
+            reason = program.skip_reason()
+            if reason is not None:
+                return reason
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free on ``host`` now, for a program that cannot listen on port 0 itself.
+
+    Another process could take it before the program binds it: the program's
+    start then fails with "address in use", and :meth:`ChildProcess.start`
+    says so in one line.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ChildProcess:
+    """An external program running as a child process, in a temporary directory of its own.
+
+    Make one with :meth:`start`. ``lab.close()`` closes it: SIGTERM (or the
+    program's own stop signal), SIGKILL if it has not exited within the
+    deadline, then the directory is deleted.
+
+    Attributes:
+        name: The lab's name for it.
+        directory: Its private directory (config, logs, data).
+        process: The :class:`asyncio.subprocess.Process`.
+    """
+
+    close_rank = 4  # after servers and clients: they may still be talking to it
+
+    def __init__(self, lab: Lab, name: str, process: asyncio.subprocess.Process,
+                 directory: tempfile.TemporaryDirectory[str], stop_signal: int) -> None:
+        self.lab = lab
+        self.name = name
+        self.process = process
+        self._directory = directory
+        self.directory = Path(directory.name)
+        self.stop_signal = stop_signal
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.returncode is None
+
+    @classmethod
+    async def start(
+        cls,
+        lab: Lab,
+        name: str,
+        argv: Callable[[Path], Sequence[str]],
+        *,
+        ready: Callable[[Path], Awaitable[bool]],
+        timeout: float = 10.0,
+        prepare: Callable[[Path], None] | None = None,
+        env: dict[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
+        log_name: str = "output.log",
+    ) -> ChildProcess:
+        """Start a program and wait until ``ready(directory)`` says it serves.
+
+        Args:
+            lab: The lab that tracks it under ``name`` (re-running closes the old one).
+            argv: The command line, made from the private directory.
+            ready: Polled every 20 ms until true; e.g. "the port accepts a connection".
+            timeout: Seconds (scaled) to wait for ``ready``.
+            prepare: Writes config files into the directory before the start.
+            log_name: File in the directory that gets the program's stdout and stderr.
+
+        Raises:
+            LabError: it exited, or was not ready in time; the message quotes the last line it printed.
+        """
+        await lab.close(name)
+        directory = tempfile.TemporaryDirectory(prefix=f"wslab-{name}-")
+        path = Path(directory.name)
+        if prepare is not None:
+            prepare(path)
+        log = open(path / log_name, "wb")  # noqa: SIM115  (the child writes to it; closed below)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv(path), cwd=path, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                env={**os.environ, **(env or {})}, start_new_session=True,
+            )
+        except OSError as exc:
+            directory.cleanup()
+            raise LabError(f"cannot start {name}: {exc.strerror or exc}") from None
+        finally:
+            log.close()
+        child = cls(lab, name, process, directory, stop_signal)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + scaled(timeout)
+        while True:
+            if process.returncode is not None:
+                why = f"exited with code {process.returncode}"
+                break
+            with contextlib.suppress(OSError):
+                if await ready(path):
+                    lab.timeline.record(name, EventKind.STARTED, detail=f"pid {process.pid}")
+                    return await lab.track(name, child)
+            if loop.time() >= end:
+                why = f"was not ready within {scaled(timeout):g} s"
+                break
+            await asyncio.sleep(0.02)
+        last = child.last_line(log_name)
+        await child.close()
+        raise LabError(f"{name} {why}" + (f": {last}" if last else ""))
+
+    def last_line(self, log_name: str = "output.log") -> str:
+        """The last non-empty line the program wrote to ``log_name`` in its directory."""
+        with contextlib.suppress(OSError):
+            lines = (self.directory / log_name).read_text(errors="replace").strip().splitlines()
+            return lines[-1].strip() if lines else ""
+        return ""
+
+    async def kill(self) -> None:
+        """SIGKILL, now: the program dies without cleaning up (a crash, ``kill -9``)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            await self.process.wait()
+            self.lab.timeline.record(self.name, EventKind.EXITED, detail="killed (SIGKILL)")
+
+    async def close(self, deadline: float = 5.0) -> None:
+        """Stop it (its stop signal, then SIGKILL after ``deadline`` s) and delete its directory."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, self.stop_signal)
+            try:
+                await asyncio.wait_for(self.process.wait(), deadline)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                await self.process.wait()
+            self.lab.timeline.record(self.name, EventKind.EXITED, detail=f"code {self.process.returncode}")
+        self._directory.cleanup()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited {self.process.returncode}"
+        return f"<ChildProcess {self.name} pid {self.pid} {state}>"
+
