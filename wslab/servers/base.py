@@ -29,14 +29,17 @@ class ServerApp(Protocol):
     Attributes:
         name: Its source name on the timeline.
         timeline: Where it records what happens (servers never print).
-        sessions: The session map: session id -> connection.
         sent: Messages handed to ``send()`` (or to an outbox) so far.
     """
 
     name: str
     timeline: Timeline
-    sessions: Mapping[int, ServerConnection]
     sent: int
+
+    @property
+    def sessions(self) -> Mapping[int, ServerConnection]:
+        """The session map: session id -> connection (read-only here: only the app changes it)."""
+        ...
 
     @property
     def serve_options(self) -> dict[str, Any]:

@@ -91,13 +91,13 @@ class FixedServer(SessionServer):
             set_tcp_user_timeout(ws, self.tcp_user_timeout)
         helpers = []
         if self.keepalive:
-            helpers.append(asyncio.create_task(self._keepalive(session_id, ws)))
+            helpers.append(asyncio.create_task(self.check_liveness(session_id, ws)))
         if self.isolation:
             self.outboxes[session_id] = Outbox()
-            helpers.append(asyncio.create_task(self._send_from_outbox(session_id, ws)))
+            helpers.append(asyncio.create_task(self.send_from_outbox(session_id, ws)))
         try:
-            async for message in ws:
-                pass  # clients only listen in this lab
+            async for _ in ws:
+                pass  # clients only listen in this lab: nothing to do with what they send
         finally:  # 1. removal: however the handler ends
             for task in helpers:
                 task.cancel()
@@ -107,7 +107,7 @@ class FixedServer(SessionServer):
         """Send ``message`` to every session: into outboxes, or one after the other."""
         for session_id, ws in list(self.sessions.items()):
             if self.isolation:
-                self._put(session_id, ws, message)
+                self.enqueue(session_id, ws, message)
                 continue
             try:
                 await ws.send(message)
@@ -115,8 +115,10 @@ class FixedServer(SessionServer):
             except ConnectionClosed:
                 self.remove(session_id, "send failed")  # 1. removal: as soon as a send fails
 
-    async def _keepalive(self, session_id: int, ws: ServerConnection) -> None:
-        # 2. liveness: one deadline around sending the ping and receiving the pong.
+    async def check_liveness(self, session_id: int, ws: ServerConnection) -> None:
+        """Step 2, liveness: ping every ``ping_interval``; drop the client if the pong is late."""
+        # One deadline around sending the ping and receiving the pong: a peer that stopped
+        # reading blocks the ping itself, and is caught too.
         while True:
             await asyncio.sleep(self.ping_interval)
             try:
@@ -129,8 +131,8 @@ class FixedServer(SessionServer):
             except ConnectionClosed:
                 return  # the handler's finally removes the session
 
-    def _put(self, session_id: int, ws: ServerConnection, message: bytes | str) -> None:
-        # 3. isolation: never wait; a client that holds too much is dropped.
+    def enqueue(self, session_id: int, ws: ServerConnection, message: bytes | str) -> None:
+        """Step 3, isolation: append to the client's outbox, never wait; drop a client that holds too much."""
         outbox = self.outboxes.get(session_id)
         if outbox is None:
             return
@@ -141,7 +143,8 @@ class FixedServer(SessionServer):
         outbox.bytes += len(message)
         outbox.queue.put_nowait(message)
 
-    async def _send_from_outbox(self, session_id: int, ws: ServerConnection) -> None:
+    async def send_from_outbox(self, session_id: int, ws: ServerConnection) -> None:
+        """Step 3, isolation: one task per client sends its outbox in order, each send with a deadline."""
         outbox = self.outboxes[session_id]
         while True:
             message = await outbox.queue.get()
@@ -199,8 +202,8 @@ class BroadcastServer(SessionServer):
         """One connection: register the session, read until the end, then remove it."""
         session_id = self.register(ws)
         try:
-            async for message in ws:
-                pass  # clients only listen in this lab
+            async for _ in ws:
+                pass  # clients only listen in this lab: nothing to do with what they send
         finally:
             self.remove(session_id, f"connection closed ({ws.close_code})")
 

@@ -34,8 +34,8 @@ class NaiveServer(SessionServer):
     async def handler(self, ws: ServerConnection) -> None:
         """One connection: register the session, then read until the connection ends."""
         self.register(ws)  # added on connect ... and never removed
-        async for message in ws:
-            pass  # clients only listen in this lab; a real chat would handle messages here
+        async for _ in ws:
+            pass  # clients only listen in this lab; a real chat would handle each message here
 
     async def broadcast(self, message: bytes | str) -> None:
         """Send ``message`` to every session, one after the other."""

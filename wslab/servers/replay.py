@@ -109,7 +109,7 @@ class ReplayServer(SessionServer):
             self.timeline.record(self.name, EventKind.RESUME, detail=f"last_seq={last_seq}, now at {self.next_seq}",
                                  last_seq=last_seq)
         session_id = self.register(ws)
-        writer = asyncio.create_task(self._write(ws, start, live_from=self.next_seq))
+        writer = asyncio.create_task(self.write_to(ws, start, live_from=self.next_seq))
         try:
             async for message in ws:
                 self.received.append(message)
@@ -119,7 +119,7 @@ class ReplayServer(SessionServer):
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
 
-    async def _write(self, ws: ServerConnection, cursor: int, live_from: int) -> None:
+    async def write_to(self, ws: ServerConnection, cursor: int, live_from: int) -> None:
         """Send history[cursor:] and every later message to ``ws``, in order."""
         while True:
             published = self._published  # take it before checking, so no publish is missed
@@ -149,7 +149,8 @@ class ReplayServer(SessionServer):
         except ConnectionClosed:
             return False
         except asyncio.TimeoutError:
-            self.timeline.record(self.name, EventKind.SEND_TIMEOUT, detail=f"no progress in {self.send_timeout} s: aborted")
+            self.timeline.record(self.name, EventKind.SEND_TIMEOUT,
+                                 detail=f"no progress in {self.send_timeout} s: aborted")
             ws.transport.abort()
             return False
         return True
@@ -162,5 +163,3 @@ def last_seq_of(path: str) -> int | None:
         return int(values[0]) if values else None
     except ValueError:
         return None
-
-
