@@ -27,16 +27,10 @@ from websockets.asyncio.server import serve
 
 from wslab import Lab
 from wslab.faults.failures import connect_victim, inflict
-from wslab.studies.measure import (
-    abort_connections,
-    blocked_send_removal,
-    broadcast_latency,
-    detection_times,
-    make_app,
-    start_variant,
-)
-from wslab.servers import BroadcastServer, FixedServer, NaiveServer
 from wslab.runtime.timeline import Timeline
+from wslab.servers import BroadcastServer, FixedServer, NaiveServer, make_app
+from wslab.studies.latency import blocked_send_removal, broadcast_latency
+from wslab.studies.removal import detection_times, start_variant, time_to_removal
 
 MAX_BUFFER = 1024 * 1024
 SEND_DEADLINE = 0.5
@@ -58,14 +52,11 @@ async def websockets_keepalive_removal(interval: float, timeout: float, close_ti
         server, proxy = await start_variant(lab, app, name="ws-keepalive", close_timeout=close_timeout)
         victim = await connect_victim(lab, server, "vanished", proxy=proxy, name="victim", deadline=10.0)
         await inflict(lab, victim)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + interval + timeout + close_timeout + 3.0
-        while victim.server_ws in app.sessions.values():
-            if loop.time() > end:
-                return None
-            await asyncio.sleep(0.01)
-        abort_connections(server)
-        return lab.timeline.now() - victim.fault_at
+        assert victim.fault_at is not None
+        removed = await time_to_removal(app, victim.server_ws, victim.fault_at, lab.timeline,
+                                        interval + timeout + close_timeout + 3.0)
+        server.abort_connections()
+        return removed
 
 
 async def vanished(repeats: int) -> None:
@@ -81,7 +72,8 @@ async def vanished(repeats: int) -> None:
               f"min {min(done):.3f} s  median {statistics.median(done):.3f} s  max {worst:.3f} s   "
               f"target <= {target:.2f} s: {verdict(worst <= target, f'vanished {pi}/{pt}')}")
 
-    defaults = {k: inspect.signature(serve).parameters[k].default for k in ("ping_interval", "ping_timeout", "close_timeout")}
+    names = ("ping_interval", "ping_timeout", "close_timeout")
+    defaults = {k: inspect.signature(serve).parameters[k].default for k in names}
     pi, pt, ct = 0.25, 0.25, 1.0
     measured = await websockets_keepalive_removal(pi, pt, ct)
     shown = "still held" if measured is None else f"{measured:.3f} s"
@@ -94,7 +86,8 @@ async def vanished(repeats: int) -> None:
         FixedServer(Timeline(), name="removal", keepalive=False, isolation=False), deadline=3.0,
         ping_interval=pi, ping_timeout=pt,
     )
-    shown = "still held after 3 s: the ping waits behind the blocked send" if blocked is None else f"removed after {blocked:.3f} s"
+    shown = ("still held after 3 s: the ping waits behind the blocked send" if blocked is None
+             else f"removed after {blocked:.3f} s")
     print(f"websockets' keepalive, send blocked (serial loop, ping_interval={pi} ping_timeout={pt}): {shown}")
 
 
@@ -112,7 +105,8 @@ async def blocked(repeats: int) -> None:
 
 
 async def stalled(rounds: int, duration: float) -> None:
-    print(f"\n== 3. and 4. 100 clients, 8 KiB every 20 ms for {duration:g} s, 0 or 10 stalled ({rounds} rounds, medians)")
+    print(f"\n== 3. and 4. 100 clients, 8 KiB every 20 ms for {duration:g} s, 0 or 10 stalled "
+          f"({rounds} rounds, medians)")
     make = {
         "naive": lambda: NaiveServer(Timeline()),
         "broadcast()": lambda: BroadcastServer(Timeline(), ping_interval=20, ping_timeout=20),
@@ -139,7 +133,8 @@ async def stalled(rounds: int, duration: float) -> None:
               f"{statistics.median(r.held_peak for r in r10) / 10 / 1024:>14.0f} KiB "
               f"{statistics.median(r.held_end for r in r10) / 10 / 1024:>13.0f} KiB")
     ratio = p99("fixed", 10) / p99("fixed", 0)
-    print(f"fixed: healthy p99 with 10 stalled / without = {ratio:.2f}x   target <= 2x: {verdict(ratio <= 2, 'p99 ratio')}")
+    print(f"fixed: healthy p99 with 10 stalled / without = {ratio:.2f}x   "
+          f"target <= 2x: {verdict(ratio <= 2, 'p99 ratio')}")
     peak = max(r.held_peak for r in runs["fixed", 10]) / 10
     print(f"fixed: peak bytes held per stalled client {peak / 1024:.0f} KiB   target <= {MAX_BUFFER // 1024} KiB: "
           f"{verdict(peak <= MAX_BUFFER, 'held bytes')}")
