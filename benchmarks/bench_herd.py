@@ -16,18 +16,21 @@ interleaved), which lowered its peak per 100 ms (about 300 instead of 1,000), an
 a burst of accepted handshakes lagged the loop, which bunched the full-jitter
 attempts due meanwhile. Worker loops of 125 clients shrink both effects; the two
 shared cores still bound how fast a wave starts. The model has neither effect.
-Run it with ``python3 tasks.py bench benchmarks/bench_herd.py``.
+Run it with ``python3 tasks.py bench benchmarks/bench_herd.py``; ``--clients 100 --workers 2``
+runs a small herd instead, as a quick check that it works (the targets are for 1,000).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
 import time
 
-import wslab
 from herd_workers import run_herd_workers
+
+import wslab
 from wslab.clients.backoff import STRATEGIES
 from wslab.studies.simulate import simulate
 
@@ -44,25 +47,25 @@ def row(what: str, measured: str, target: str, met: bool | None) -> None:
     print(f"{what:58s} {measured:>12s}  {target:>10s}  {verdict}")
 
 
-async def herds() -> dict:
+async def herds(n: int, workers: int) -> dict:
     results = {}
     async with wslab.Lab() as lab:
         for name in ("full", "exponential"):
             policy = {**POLICY, **STRATEGIES[name]}
-            results[name] = await run_herd_workers(lab, N, policy, workers=WORKERS, name="bench-herd",
+            results[name] = await run_herd_workers(lab, n, policy, workers=workers, name="bench-herd",
                                                    downtime=DOWNTIME, accept_rate=RATE, burst=BURST, seed=1,
                                                    deadline=40.0, label=name)
     return results
 
 
-def main() -> None:
-    print(f"{N} real clients, {platform.python_implementation()} {platform.python_version()}, "
+def main(n: int = N, workers: int = WORKERS) -> None:
+    print(f"{n} real clients, {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print(f"backoff {POLICY}, downtime {DOWNTIME} s, capacity {RATE:.0f}/s in bursts of {BURST:.0f}")
-    print(f"server in this process, clients in {WORKERS} processes of {N // WORKERS}\n")
+    print(f"server in this process, clients in {workers} processes of about {n // workers}\n")
 
     started = time.perf_counter()
-    real = asyncio.run(herds())
+    real = asyncio.run(herds(n, workers))
     herd_seconds = time.perf_counter() - started
 
     full, plain = real["full"], real["exponential"]
@@ -70,7 +73,7 @@ def main() -> None:
     print(f"{'figure':58s} {'measured':>12s}  {'target':>10s}")
     for name, result in real.items():
         after = result.completion_time - result.back_at
-        row(f"{name}: all {N} back, seconds after the server was back", f"{after:.2f} s",
+        row(f"{name}: all {n} back, seconds after the server was back", f"{after:.2f} s",
             f"<= {cap + 2:.1f} s", after <= cap + 2 if name == "full" else None)
     ratio = full.peak_attempts() / max(1, plain.peak_attempts())
     row(f"peak attempts / 100 ms: full {full.peak_attempts()}, no jitter {plain.peak_attempts()}; ratio",
@@ -80,7 +83,7 @@ def main() -> None:
             f"{result.peak_accept_rate():.0f}", "", None)
 
     for name, result in real.items():
-        model = simulate(N, {**POLICY, **STRATEGIES[name]}, downtime=result.back_at, accept_rate=RATE,
+        model = simulate(n, {**POLICY, **STRATEGIES[name]}, downtime=result.back_at, accept_rate=RATE,
                          burst=BURST, seed=1, replay=True, lost_at=result.lost)
         gap = result.distance(model)
         row(f"{name}: largest gap, simulated vs real fraction back", f"{gap:.3f}", "<= 0.1" if name == "full" else "",
@@ -88,8 +91,8 @@ def main() -> None:
 
     for name, kwargs in STRATEGIES.items():
         started = time.perf_counter()
-        big = simulate(BIG, {**POLICY, **kwargs}, downtime=DOWNTIME, accept_rate=RATE * BIG / N,
-                       burst=BURST * BIG / N, seed=1)
+        big = simulate(BIG, {**POLICY, **kwargs}, downtime=DOWNTIME, accept_rate=RATE * BIG / n,
+                       burst=BURST * BIG / n, seed=1)
         seconds = time.perf_counter() - started
         row(f"{name}: {BIG:,}-client simulation, {big.total_attempts:,} attempts", f"{seconds:.2f} s",
             "< 5 s" if name == "full" else "", seconds < 5 if name == "full" else None)
@@ -97,4 +100,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=N, help=f"real clients (default: {N:,}, the targets' size)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help=f"client processes (default: {WORKERS})")
+    args = parser.parse_args()
+    main(args.clients, args.workers)

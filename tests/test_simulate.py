@@ -1,11 +1,12 @@
-"""Small deterministic checks of the herd simulation (and one small real herd)."""
+"""Small deterministic checks of the herd simulation, of a real herd's analysis (no sockets), and one real herd."""
 
 import asyncio
 import math
 
 import wslab
 from wslab.clients.backoff import STRATEGIES
-from wslab.studies.herd import run_herd
+from wslab.runtime.timing import scaled
+from wslab.studies.herd import Attempt, HerdLog, herd_result, run_herd
 from wslab.studies.simulate import AcceptLimit, simulate
 
 SCALED = {"min_delay": 0.05, "max_delay": 2.0, "factor": 2.0}
@@ -71,16 +72,49 @@ def test_accept_limit_is_a_token_bucket():
     assert [limit.admit() for _ in range(2)] == [True, False]
 
 
+def test_a_herd_log_becomes_times_since_the_outage():
+    log = HerdLog(clock=lambda: 0.0)
+    log.lost_at = {0: 100.1, 1: 100.2}  # the outage began at 100, the server was back at 101
+    log.attempts = [
+        Attempt(1, 100.5, 100.501, False),  # refused: the server was down
+        Attempt(0, 101.2, 101.25, True),
+        Attempt(1, 101.3, 101.3, False),  # 503: the server was busy
+    ]
+    log.accepted = [101.25]
+    result = herd_result(log, 3, outage_at=100.0, back_at=101.0, label="x")
+    assert result.back_at == 1.0 and result.label == "x"
+    assert [round(t, 6) for t in result.lost[:2]] == [0.1, 0.2]
+    assert math.isnan(result.lost[2])  # client 2 never reported
+    assert [round(t, 6) for t in result.attempt_times] == [0.5, 1.2, 1.3]  # in the order they started
+    assert list(result.attempt_ok) == [0, 1, 0]
+    assert [round(d, 6) for d in result.durations] == [0.001, 0.05, 0.0]
+    assert round(result.reconnected[0], 6) == 1.25 and math.isnan(result.reconnected[1])
+    assert not result.all_back and math.isinf(result.completion_time)
+    assert [round(t, 6) for t in result.accepted_at] == [1.25]
+
+
+def test_a_herd_log_stamps_reports_with_its_clock():
+    now = [5.0]
+    log = HerdLog(clock=lambda: now[0])
+    log.lost(3)
+    now[0] = 6.0
+    log.attempt(3, 5.5, connected=True)
+    assert log.lost_at == {3: 5.0}
+    assert log.attempts == [Attempt(3, 5.5, 6.0, True)]
+
+
 def test_a_small_real_herd_reconnects_and_the_model_follows_it():
     async def main():
         async with wslab.Lab() as lab:
             return await asyncio.wait_for(run_herd(
-                lab, 30, policy("full"), downtime=0.3, accept_rate=300.0, seed=1, deadline=10.0), 30)
+                lab, 30, policy("full"), downtime=0.3, accept_rate=300.0, seed=1, deadline=10.0), scaled(30))
 
     real = asyncio.run(main())
     assert real.all_back
-    assert real.completion_time < real.back_at + 2.0 + 2.0  # cap + 2 s, generous
+    assert 0.3 <= real.back_at < 0.3 + scaled(1.0)  # the restart's downtime, and the time closing took
+    assert all(0 <= t < real.back_at for t in real.lost)  # every client noticed during the outage
+    assert real.completion_time < real.back_at + 2.0 + scaled(2.0)  # cap + 2 s, generous
     model = simulate(30, policy("full"), downtime=real.back_at, accept_rate=300.0, seed=1,
                      replay=True, lost_at=real.lost)
     assert model.all_back
-    assert abs(model.completion_time - real.completion_time) < 2.0
+    assert abs(model.completion_time - real.completion_time) < scaled(2.0)

@@ -1,12 +1,20 @@
 """A thundering herd, for real: N websockets clients on 127.0.0.1 lose their server and reconnect.
 
-:func:`run_herd` starts a lab server, connects ``n`` clients, restarts the
-server (like :meth:`~wslab.lab.LabServer.restart`: the listening socket really
-closes, connection attempts are refused until it listens again on the same port), and records
-every reconnection attempt. Each client waits ``Backoff(**policy).next()``
-before each attempt, like the simulation in :mod:`wslab.simulate`; the server
-admits at most the capacity of an :class:`~wslab.simulate.AcceptLimit` and
-answers 503 (try again later) beyond it, like the simulation's server.
+:func:`run_herd` runs in three steps:
+
+1. **setup**: :func:`serve_herd` starts a lab server that admits at most the
+   capacity of an :class:`~wslab.studies.simulate.AcceptLimit` once the outage
+   began, and answers 503 (try again later) beyond it, like the simulation's
+   server; :func:`connect_clients` connects the herd to it;
+2. **run**: every client runs :func:`herd_member` while the server restarts
+   (:meth:`~wslab.runtime.lab.LabServer.restart`: the listening socket really
+   closes, connection attempts are refused until it listens again on the same
+   port). Each member waits ``Backoff(**policy).next()`` before each attempt,
+   like the simulation in :mod:`wslab.studies.simulate`, and reports to a
+   :class:`HerdLog`;
+3. **analysis**: :func:`herd_result` turns the log into a
+   :class:`~wslab.studies.simulate.HerdResult`, the simulation's own result type.
+   It is pure, and tested without sockets.
 
 Server and clients share one event loop (the notebook's), so nothing here
 prints or blocks; everything has a deadline, and the clients are closed
@@ -21,19 +29,101 @@ import asyncio
 import math
 import resource
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import NamedTuple
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidHandshake
+from websockets.http11 import Request, Response
 
 from ..clients.backoff import Backoff
 from ..runtime.errors import LabError
-from ..runtime.lab import Lab
-from ..runtime.timing import close_within
+from ..runtime.lab import Lab, LabServer, Restart
+from ..runtime.timing import abort_all, close_within, scaled
 from .simulate import AcceptLimit, HerdResult, client_seed
 
-__all__ = ["run_herd", "herd_member", "raise_fd_limit"]
+__all__ = [
+    "Admission",
+    "Attempt",
+    "HerdLog",
+    "Member",
+    "connect_clients",
+    "herd_member",
+    "herd_result",
+    "raise_fd_limit",
+    "restart_under_herd",
+    "run_herd",
+    "serve_herd",
+]
+
+
+# -- what a member is, and what it reports ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """One client of the herd: its number, where it reconnects, and how long it waits between attempts."""
+
+    index: int
+    url: str
+    backoff: Backoff
+    open_timeout: float = 2.0  # seconds each attempt may take to complete the opening handshake
+
+
+class Attempt(NamedTuple):
+    """One reconnection attempt: which client, when it started and ended, and whether it connected."""
+
+    client: int
+    started: float
+    ended: float
+    connected: bool
+
+
+@dataclass
+class HerdLog:
+    """What the herd did, as it happened, every time read from ``clock`` (seconds).
+
+    Members report here (:meth:`lost`, :meth:`attempt`), the server its
+    admissions (``accepted``); :func:`herd_result` turns it into a result.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    lost_at: dict[int, float] = field(default_factory=dict)  # client -> when it noticed the loss
+    attempts: list[Attempt] = field(default_factory=list)
+    accepted: list[float] = field(default_factory=list)  # when the server admitted each connection
+
+    def lost(self, client: int) -> None:
+        """Client ``client``'s connection just closed."""
+        self.lost_at[client] = self.clock()
+
+    def attempt(self, client: int, started: float, *, connected: bool) -> None:
+        """Client ``client``'s attempt that began at ``started`` just ended."""
+        self.attempts.append(Attempt(client, started, self.clock(), connected))
+
+
+async def herd_member(member: Member, ws: ClientConnection, log: HerdLog) -> ClientConnection:
+    """One herd client: wait for the connection to drop, then retry with backoff until connected again."""
+    await ws.wait_closed()
+    log.lost(member.index)
+    while True:
+        await asyncio.sleep(member.backoff.next())
+        started = log.clock()
+        try:
+            ws = await connect(member.url, open_timeout=member.open_timeout,
+                               ping_interval=None, proxy=None, compression=None)
+        except (OSError, asyncio.TimeoutError, InvalidHandshake):
+            # refused (server down), 503 (server busy) or too slow: all mean "try again later"
+            log.attempt(member.index, started, connected=False)
+            continue
+        log.attempt(member.index, started, connected=True)
+        member.backoff.reset()  # connected: the next outage starts from the shortest delay again
+        return ws
+
+
+# -- setup --------------------------------------------------------------------------------------
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -52,31 +142,107 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-async def herd_member(
-    i: int, ws: ClientConnection, url: str, backoff: Backoff, result: HerdResult,
-    t0: list[float], open_timeout: float, conns: list,
-) -> None:
-    """One herd member: wait for the connection to drop, then retry with backoff until connected."""
-    await ws.wait_closed()
-    result.lost[i] = time.monotonic() - t0[0]
-    while True:
-        await asyncio.sleep(backoff.next())
-        started = time.monotonic()
-        try:
-            ws = await connect(url, open_timeout=open_timeout, ping_interval=None, proxy=None, compression=None)
-        except (OSError, asyncio.TimeoutError, InvalidHandshake):
-            # refused (server down), 503 (server busy) or too slow: all mean "try again later"
-            result.attempt_times.append(started - t0[0])
-            result.attempt_ok.append(0)
-            result.durations.append(time.monotonic() - started)
-            continue
-        result.attempt_times.append(started - t0[0])
-        result.attempt_ok.append(1)
-        result.durations.append(time.monotonic() - started)
-        result.reconnected[i] = time.monotonic() - t0[0]
-        conns[i] = ws
-        backoff.reset()
-        return
+class Admission:
+    """The herd server's capacity, as websockets' ``process_request``.
+
+    Everyone is admitted while the herd first connects; once :meth:`arm`\\ ed
+    (the outage began), at most ``limit`` allows, the rest get 503. Every
+    admission after that is logged in ``log.accepted``.
+    """
+
+    def __init__(self, limit: AcceptLimit, log: HerdLog) -> None:
+        self.limit = limit
+        self.log = log
+        self.armed = False
+
+    def arm(self) -> None:
+        self.armed = True
+        self.limit.refill()  # idle during the outage, the bucket is full when the server is back
+
+    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self.armed:
+            return None
+        if not self.limit.admit():
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy, try again later\n")
+        self.log.accepted.append(self.log.clock())
+        return None
+
+
+async def serve_herd(lab: Lab, n: int, admission: Admission, *, name: str = "herd") -> LabServer:
+    """A lab server for a herd of ``n``: it holds each connection open and admits through ``admission``."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    return await lab.serve(handler, name=name, process_request=admission, backlog=max(128, n), compression=None)
+
+
+async def connect_clients(url: str, n: int, *, at_once: int = 100, timeout: float) -> list[ClientConnection]:
+    """Open ``n`` client connections to ``url``, ``at_once`` handshakes at a time, all within ``timeout`` (scaled).
+
+    On failure, aborts those it opened and raises.
+    """
+    conns: list[ClientConnection] = []
+    gate = asyncio.Semaphore(at_once)
+
+    async def one() -> None:
+        async with gate:
+            conns.append(await connect(url, open_timeout=10, ping_interval=None, proxy=None, compression=None))
+
+    try:
+        async with asyncio.timeout(scaled(timeout)), asyncio.TaskGroup() as group:
+            for _ in range(n):
+                group.create_task(one())
+    except BaseException:
+        abort_all(conns)
+        raise
+    return conns
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+async def restart_under_herd(
+    server: LabServer, admission: Admission, members: Iterable[asyncio.Task], *, downtime: float, deadline: float
+) -> tuple[float, Restart]:
+    """Restart ``server`` while the herd's ``members`` run; wait until they are back, or ``deadline`` s from the outage.
+
+    Returns when the outage began and the :class:`~wslab.runtime.lab.Restart`, in timeline seconds.
+    """
+    timeline = server.lab.timeline
+    members = list(members)
+    await asyncio.sleep(0)  # let every member start waiting for its connection to close
+    outage_at = timeline.now()
+    admission.arm()
+    restart = await server.restart(downtime=downtime)
+    remaining = outage_at + deadline - timeline.now()
+    if members and remaining > 0:
+        await asyncio.wait(members, timeout=remaining)
+    return outage_at, restart
+
+
+# -- analysis -----------------------------------------------------------------------------------
+
+
+def herd_result(log: HerdLog, n: int, *, outage_at: float, back_at: float, label: str = "") -> HerdResult:
+    """A herd's :class:`~wslab.studies.simulate.HerdResult`, from its log. No I/O.
+
+    ``outage_at`` and ``back_at`` (when the server listened again) are on the
+    log's clock; every time in the result is in seconds since ``outage_at``.
+    A client that never reconnected stays ``nan``.
+    """
+    result = HerdResult(n=n, back_at=back_at - outage_at, reconnected=[math.nan] * n, lost=[math.nan] * n,
+                        label=label)
+    for client, at in log.lost_at.items():
+        result.lost[client] = at - outage_at
+    for attempt in sorted(log.attempts, key=lambda a: a.started):
+        result.attempt_times.append(attempt.started - outage_at)
+        result.attempt_ok.append(int(attempt.connected))
+        result.durations.append(attempt.ended - attempt.started)
+        if attempt.connected:
+            result.reconnected[attempt.client] = attempt.ended - outage_at
+    result.accepted_at.extend(sorted(at - outage_at for at in log.accepted))
+    return result
 
 
 async def run_herd(
@@ -98,69 +264,39 @@ async def run_herd(
     Args:
         lab: The lab that runs the server (as ``name``).
         n: Clients.
-        policy: Keyword arguments for :class:`~wslab.backoff.Backoff`. Client ``i``
+        policy: Keyword arguments for :class:`~wslab.clients.backoff.Backoff`. Client ``i``
             draws from its own generator, seeded with ``client_seed(seed, i)``.
         downtime: Seconds between closing the listening socket and listening again.
         accept_rate: The server's capacity in connections per second
-            (:class:`~wslab.simulate.AcceptLimit`); more get HTTP 503.
+            (:class:`~wslab.studies.simulate.AcceptLimit`); more get HTTP 503.
         burst: The capacity's burst size (default: 100 ms worth).
         open_timeout: Each attempt's deadline for the opening handshake.
         deadline: Give up waiting for the herd after this many seconds from the
             outage (clients still out stay ``nan`` in the result).
 
     Returns:
-        A :class:`~wslab.simulate.HerdResult`, times since the restart began.
+        A :class:`~wslab.studies.simulate.HerdResult`, times since the restart began.
     """
     raise_fd_limit(2 * n + 256)
-    limit = AcceptLimit(accept_rate, burst)
-    limiting = False  # no limit while the herd first connects
-
-    def admit(connection: ServerConnection, request):
-        if not limiting:
-            return None
-        if not limit.admit():
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy, try again later\n")
-        result.accepted_at.append(time.monotonic() - t0[0])
-        return None
-
-    async def handler(ws: ServerConnection) -> None:
-        await ws.wait_closed()
-
-    result = HerdResult(n=n, back_at=math.nan, reconnected=[math.nan] * n, lost=[math.nan] * n, label=label)
-    t0 = [math.nan]  # when the outage began, on the monotonic clock
-    server = await lab.serve(handler, name=name, process_request=admit, backlog=max(128, n), compression=None)
-    conns: list[ClientConnection | None] = [None] * n
+    log = HerdLog(clock=lab.timeline.now)
+    admission = Admission(AcceptLimit(accept_rate, burst), log)
+    server = await serve_herd(lab, n, admission, name=name)
+    conns: list[ClientConnection] = []
     members: list[asyncio.Task] = []
     try:
-        async with asyncio.timeout(10 + n / 50):
-            # First connect everyone, at most 100 handshakes at a time.
-            gate = asyncio.Semaphore(100)
-
-            async def first(i: int) -> None:
-                async with gate:
-                    conns[i] = await connect(server.url, open_timeout=10, ping_interval=None, proxy=None, compression=None)
-
-            await asyncio.gather(*(first(i) for i in range(n)))
-        for i in range(n):
-            backoff = Backoff(**policy, seed=client_seed(seed, i))
-            members.append(asyncio.create_task(
-                herd_member(i, conns[i], server.url, backoff, result, t0, open_timeout, conns)))
-        await asyncio.sleep(0)  # let every member start waiting for its connection to close
-        t0[0] = time.monotonic()
-        limiting = True
-        limit.refill()  # idle during the outage, the bucket is full when the server is back
-        # LabServer.restart(downtime=...), in its three steps, to time the moment it listens again.
-        await server.stop(code=1012, reason="service restart")
-        await asyncio.sleep(downtime)
-        result.back_at = time.monotonic() - t0[0]
-        await server.start()
-        remaining = deadline - result.back_at
-        if remaining > 0:
-            await asyncio.wait(members, timeout=remaining)
+        conns = await connect_clients(server.url, n, timeout=10 + n / 50)
+        members = [
+            asyncio.create_task(herd_member(Member(i, server.url, Backoff(**policy, seed=client_seed(seed, i)),
+                                                   open_timeout), ws, log))
+            for i, ws in enumerate(conns)
+        ]
+        outage_at, restart = await restart_under_herd(server, admission, members, downtime=downtime,
+                                                      deadline=deadline)
     finally:
         for task in members:
             task.cancel()
         await asyncio.gather(*members, return_exceptions=True)
-        await asyncio.gather(*(close_within(ws) for ws in conns if ws is not None))
+        back = [task.result() for task in members if not task.cancelled() and task.exception() is None]
+        await asyncio.gather(*(close_within(ws) for ws in conns + back))
         await lab.close(name)
-    return result
+    return herd_result(log, n, outage_at=outage_at, back_at=restart.up_at, label=label)
