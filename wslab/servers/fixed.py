@@ -208,6 +208,7 @@ class BroadcastServer(SessionServer):
             self.remove(session_id, f"connection closed ({ws.close_code})")
 
     async def broadcast(self, message: bytes | str) -> None:
+        """Write ``message`` into every OPEN connection's buffer, never waiting: websockets' ``broadcast()``."""
         websockets.asyncio.server.broadcast(self.sessions.values(), message)
         self.sent += len(self.sessions)
 
