@@ -145,9 +145,9 @@ def raise_fd_limit(needed: int) -> int:
 class Admission:
     """The herd server's capacity, as websockets' ``process_request``.
 
-    Everyone is admitted while the herd first connects; once :meth:`arm`\\ ed
-    (the outage began), at most ``limit`` allows, the rest get 503. Every
-    admission after that is logged in ``log.accepted``.
+    Everyone is admitted while the herd first connects. Once armed (:meth:`arm`,
+    when the outage begins), at most what ``limit`` allows, and the rest get 503.
+    Every admission after that is logged in ``log.accepted``.
     """
 
     def __init__(self, limit: AcceptLimit, log: HerdLog) -> None:

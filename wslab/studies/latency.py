@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..runtime.lab import Lab, LabServer
 from ..runtime.timing import CLOSE_DEADLINE, abort_all, wait_until
-from ..servers import Outbox, ServerApp, stamp, unstamp
+from ..servers import FixedServer, Outbox, ServerApp, stamp, unstamp
 from .removal import start_variant, time_to_removal
 
 __all__ = [
@@ -69,7 +69,7 @@ def held_by_port(app: ServerApp) -> dict[int, int]:
     own outbox for it, if it has one (:class:`~wslab.servers.FixedServer`).
     The kernel's socket buffers hold more, outside the process.
     """
-    outboxes: Mapping[int, Outbox] = getattr(app, "outboxes", {})
+    outboxes: Mapping[int, Outbox] = app.outboxes if isinstance(app, FixedServer) else {}
     held = {}
     for session_id, ws in list(app.sessions.items()):
         port = ws.remote_address[1]

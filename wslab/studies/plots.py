@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["session_map", "broadcast_latency", "delay_spread", "attempts_per_bin", "fraction_back"]
 
 
-def _marks(ax, marks: Mapping[str, float] | None, *, label: bool = True) -> None:
+def _marks(ax: Axes, marks: Mapping[str, float] | None, *, label: bool = True) -> None:
     """Dashed vertical lines at the times of events, labelled at the top of ``ax``."""
     for text, t in (marks or {}).items():
         ax.axvline(t, color="0.4", linestyle="--", linewidth=1)
@@ -166,7 +167,7 @@ def attempts_per_bin(
     end = until if until is not None else max(
         max(r.attempt_times, default=0.0) for r in results.values()) + bin
     fig, axes = plt.subplots(len(results), 1, figsize=(8, 1.6 * len(results) + 0.8), sharex=True, squeeze=False)
-    for ax, (name, result) in zip(axes[:, 0], results.items()):
+    for ax, (name, result) in zip(axes[:, 0], results.items(), strict=True):
         ok = result.per_bin(bin, until=end, ok=True)
         failed = result.per_bin(bin, until=end, ok=False)
         left = np.arange(len(ok)) * bin

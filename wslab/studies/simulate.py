@@ -27,7 +27,7 @@ import math
 import random
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,7 +131,7 @@ class HerdResult:
         accepted = np.frombuffer(self.accepted_at, dtype=float) if len(self.accepted_at) else np.zeros(0)
         return float(np.bincount((accepted / bin).astype(int)).max(initial=0)) / bin
 
-    def fraction_back(self, times) -> np.ndarray:
+    def fraction_back(self, times: Sequence[float] | np.ndarray) -> np.ndarray:
         """For each time, the fraction of clients reconnected by then."""
         done = np.sort(np.asarray(self.reconnected, dtype=float))
         return np.searchsorted(done, np.asarray(times, dtype=float), side="right") / self.n
