@@ -103,6 +103,7 @@ async def run_herd_workers(
         for proc in procs:
             proc.stdin.write(f"{time.monotonic() + deadline!r}\n".encode())
             await proc.stdin.drain()
+        # The members run in the workers, which wait out the deadline themselves: no tasks to wait for here.
         outage_at, restart = await restart_under_herd(server, admission, [], downtime=downtime, deadline=0)
         async with asyncio.timeout(deadline + 30):
             reports = [json.loads(await proc.stdout.readline()) for proc in procs]
