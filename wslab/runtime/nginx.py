@@ -239,11 +239,13 @@ def _children(pid: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Reload:
-    """One :meth:`Nginx.reload`: when the master got SIGHUP, and when the new workers answered (timeline seconds).
+    """One :meth:`Nginx.reload`, in timeline seconds.
 
     Attributes:
-        old_workers: The workers of the previous config. They stop accepting at once, and exit
-            when their last tunnel ends, or at ``worker_shutdown_timeout``.
+        signalled_at: When the master got SIGHUP.
+        ready_at: When new connections were sure to get the new config.
+        old_workers: The workers of the previous config. They exit when their last tunnel
+            ends, or at ``worker_shutdown_timeout``.
     """
 
     generation: int
@@ -304,16 +306,20 @@ class Nginx(ChildProcess):
     async def reload(self, timeout: float = 10.0, **changes: Any) -> Reload:
         """Change settings the way ``nginx -s reload`` does: test the new config, then SIGHUP the master.
 
-        The master starts new workers with the new config and tells the old ones
-        to stop accepting and quit; tunnels they carry stay open (until
-        ``worker_shutdown_timeout``, if set). Returns when a new worker answers.
+        The master starts new workers with the new config and, 100 ms later,
+        tells the old ones to stop accepting and quit; tunnels they carry stay
+        open (until ``worker_shutdown_timeout``, if set). Returns when a new
+        worker answers and every old one has logged "gracefully shutting down"
+        (it stops accepting right after): from then on, new connections get the
+        new config. With ``log_level`` above ``"notice"`` that line is not
+        logged, and only the new workers are waited for.
 
         Raises:
             LabError: nginx rejected the new config (it keeps running the old one), or it is not running.
         """
         if not self.running:
             raise LabError(f"{self.name} is not running (exit code {self.process.returncode}): start it again")
-        settings = _settings(self.settings, changes)
+        old_level, settings = self.settings.log_level, _settings(self.settings, changes)
         generation = self.generation + 1
         config = render_config(self.port, self.upstreams, settings, generation)
         await check_config(self.executable, config)
@@ -329,7 +335,14 @@ class Nginx(ChildProcess):
                 return (await _ask_ready(self.port)).startswith(f"generation {generation},")
             return False
 
+        def old_workers_stopped_accepting() -> bool:
+            if LEVELS.index(old_level) > LEVELS.index("notice"):
+                return True  # their "gracefully shutting down" is not logged
+            quitting = self.error_log_lines("notice", containing="gracefully shutting down")
+            return all(any(f" {pid}#{pid}: " in line for line in quitting) for pid in old_workers)
+
         await wait_until(new_workers_answer, timeout, f"{self.name}'s workers for generation {generation}")
+        await wait_until(old_workers_stopped_accepting, timeout, f"{self.name}'s old workers stopping")
         return Reload(generation, signalled_at, self.lab.timeline.now(), old_workers)
 
     def __repr__(self) -> str:
