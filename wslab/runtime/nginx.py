@@ -191,14 +191,10 @@ async def check_config(executable: str, config: str, timeout: float = 10.0) -> N
     if process.returncode == 0:
         return
     text = output.decode(errors="replace").replace(str(path), "nginx.conf")
-    # nginx prints "[emerg] <what> in nginx.conf:<line>" (after a timestamp and its pid, or "nginx: "), then "test failed".
+    # nginx prints "[emerg] <what> in nginx.conf:<line>" after a timestamp and its pid (or "nginx: "), then "test failed".
     emerg = re.search(r"\[emerg\] (?:\d+#\d+: )?(.*)", text)
-    if emerg is None:
-        last = text.strip().splitlines()[-1:] or [f"nginx -t exited with code {process.returncode}"]
-        raise LabError(f"nginx rejected the config: {last[0]}")
-    message = f"nginx: [emerg] {emerg.group(1).strip()}"
-    where = re.search(r"in nginx\.conf:(\d+)$", message)
-    if where and 0 < int(where.group(1)) <= len(config.splitlines()):
+    message = f"nginx: [emerg] {emerg.group(1).strip()}" if emerg else (text.strip().splitlines() or ["nginx -t failed"])[0]
+    if where := re.search(r"in nginx\.conf:(\d+)$", message):
         message += f" (that line: {config.splitlines()[int(where.group(1)) - 1].strip()!r})"
     raise LabError(f"nginx rejected the config: {message}")
 
@@ -282,17 +278,13 @@ class Nginx(ChildProcess):
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
-    @property
-    def error_log(self) -> Path:
-        return self.directory / "error.log"
-
     def error_log_lines(self, level: str = "debug", containing: str = "") -> list[str]:
         """error.log's lines at ``level`` or more severe that contain ``containing``, as nginx wrote them."""
         if level not in LEVELS:
             raise LabError(f"unknown error.log level {level!r}: choose one of {', '.join(LEVELS)}")
         wanted = LEVELS[LEVELS.index(level):]
         with contextlib.suppress(FileNotFoundError):
-            text = self.error_log.read_text(errors="replace")
+            text = (self.directory / "error.log").read_text(errors="replace")
             return [
                 line for line in text.splitlines()
                 if (m := re.search(r" \[(\w+)\] ", line)) and m.group(1) in wanted and containing in line
