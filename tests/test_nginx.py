@@ -175,6 +175,9 @@ async def test_a_rejected_config_is_one_line_quoting_nginx():
             await start_nginx(lab, server, read_timout=2)
 
         nginx = await start_nginx(lab, server)
+        with pytest.raises(LabError, match="unknown directive"):  # re-running the cell with a typo
+            await start_nginx(lab, server, extra="proxy_read_timeot 2s;")
+        assert nginx.running and lab["nginx"] is nginx  # the one that runs is left alone
         with pytest.raises(LabError, match=r'\[emerg\] invalid value "2\.0"'):
             await nginx.reload(http_version="2.0")
         assert nginx.generation == 1 and "proxy_http_version 1.1;" in nginx.config

@@ -380,7 +380,6 @@ async def start_nginx(lab: Lab, upstreams: Any, *, name: str = "nginx", timeout:
     executable = NGINX.require()
     chosen = _settings(NginxSettings(), settings)
     addresses = _addresses(upstreams)
-    await lab.close(name)
     sock = _listening_socket()
     port = sock.getsockname()[1]
     config = render_config(port, addresses, chosen)
@@ -394,7 +393,8 @@ async def start_nginx(lab: Lab, upstreams: Any, *, name: str = "nginx", timeout:
         return (await _ask_ready(port)).startswith("generation 1,")
 
     try:
-        await check_config(executable, config)
+        await check_config(executable, config)  # a rejected config leaves a running nginx of that name alone
+        await lab.close(name)
         nginx = await Nginx.start(
             lab, name, lambda directory: [executable, "-p", f"{directory}/", "-c", str(directory / "nginx.conf")],
             ready=ready, timeout=timeout, prepare=prepare,
