@@ -196,6 +196,7 @@ class ChildProcess:
         timeout: float = 10.0,
         prepare: Callable[[Path], None] | None = None,
         env: dict[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
         stop_signal: int = signal.SIGTERM,
         log_name: str = "output.log",
     ) -> ChildProcess:
@@ -207,6 +208,9 @@ class ChildProcess:
             ready: Polled every 20 ms until true; e.g. "the port accepts a connection".
             timeout: Seconds (scaled) to wait for ``ready``.
             prepare: Writes config files into the directory before the start.
+            env: Environment variables to add to the kernel's own.
+            pass_fds: File descriptors the program inherits, e.g. a listening socket the lab
+                opened for it, so no other process can take the port in between.
             log_name: File in the directory that gets the program's stdout and stderr.
 
         Raises:
@@ -221,7 +225,7 @@ class ChildProcess:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv(path), cwd=path, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                env={**os.environ, **(env or {})}, start_new_session=True,
+                env={**os.environ, **(env or {})}, pass_fds=tuple(pass_fds), start_new_session=True,
             )
         except OSError as exc:
             directory.cleanup()
@@ -274,7 +278,25 @@ class ChildProcess:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 await self.process.wait()
             self.lab.timeline.record(self.name, EventKind.EXITED, detail=f"code {self.process.returncode}")
+        self._kill_leftovers()
         self._directory.cleanup()
+
+    def _kill_leftovers(self) -> None:
+        """SIGKILL what is left of the program's process group, e.g. nginx workers whose master was killed alone.
+
+        The group's id is the program's pid. While the group has members the
+        kernel gives that number to no other process; so if no process has it
+        now, the group is ours (or empty), never another program's.
+        """
+        try:
+            os.kill(self.process.pid, 0)
+            return  # the number belongs to a process: not ours, ours was reaped
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"exited {self.process.returncode}"
