@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
@@ -67,11 +68,12 @@ def scaled(seconds: float) -> float:
 
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str, *, poll: float = POLL
+    predicate: Callable[[], object | Awaitable[object]], timeout: float, what: str, *, poll: float = POLL
 ) -> None:
     """Wait until ``predicate()`` is true, at most ``scaled(timeout)`` seconds.
 
-    ``predicate`` may be a plain function or a coroutine function.
+    ``predicate`` may be a plain function or a coroutine function. Its result
+    counts as true the way ``if`` sees it: a non-empty list of events is true.
 
     Raises:
         WaitTimeout: ``"<what> did not happen within <timeout> s"``.
@@ -81,8 +83,8 @@ async def wait_until(
     end = loop.time() + deadline
     while True:
         result = predicate()
-        if not isinstance(result, bool):
-            result = await result  # type: ignore[misc]
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return
         if loop.time() >= end:
