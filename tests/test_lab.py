@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
 import socket
 import ssl
@@ -12,13 +14,19 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 
 import wslab
-from wslab.faults.proxy import start_proxy
 from wslab import Lab, LabError, check_url
+from wslab.faults.failures import FAILURE_MODES, connect_victim, run_failure
+from wslab.faults.proxy import start_proxy
+from wslab.runtime.timing import wait_until
 
 
 async def echo(ws):
     async for message in ws:
         await ws.send(message)
+
+
+async def idle(ws):
+    await ws.wait_closed()
 
 
 def open_sockets() -> int:
@@ -236,3 +244,83 @@ def test_wslab_imports_without_a_running_loop():
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# -- a name taken again closes what it held (re-running a cell) --------------------------------
+
+
+async def test_track_under_a_taken_name_closes_the_old_resource():
+    closed: list[str] = []
+
+    class Resource:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def close(self) -> None:
+            closed.append(self.name)
+
+    first, second = Resource("first"), Resource("second")
+    async with Lab() as lab:
+        assert await lab.track("thing", first) is first
+        assert await lab.track("thing", first) is first  # the same object again: nothing to close
+        assert closed == []
+        assert await lab.track("thing", second) is second  # a re-run: no error, the old one closed
+        assert closed == ["first"] and lab["thing"] is second
+    assert closed == ["first", "second"]
+
+
+async def test_a_killed_victim_started_again_under_its_name_kills_the_first_process():
+    # connect_victim(..., "killed") tracks its client process as "victim-killed": the
+    # second one must not fail ("already taken") and the first process must really die.
+    async with Lab() as lab:
+        server = await lab.serve(idle, name="server")
+        first = await connect_victim(lab, server, "killed")
+        second = await connect_victim(lab, server, "killed")
+        assert first.client.returncode is not None, "the first client process still runs"
+        with pytest.raises(ProcessLookupError):
+            os.kill(first.client.pid, 0)  # gone, not just signalled: the lab waited for it
+        assert second.client.returncode is None
+        # The server saw the first client's connection end (its kernel sent a FIN).
+        await wait_until(lambda: lab.timeline.select(source="server", kind="closed", conn=first.conn), 5,
+                         "the server seeing the first client die")
+        assert lab.timeline.select(source="server", kind="closed", conn=second.conn) == []
+    assert second.client.returncode is not None  # and lab.close() stopped the second one
+
+
+async def test_rerunning_notebook_01s_four_deaths_cell_works():
+    async with Lab() as lab:
+        server = await lab.serve(idle, name="naive")
+        proxy = await start_proxy(lab, server, name="proxy")
+        for run in (1, 2):  # the cell, run twice in the same lab
+            outcomes = {mode: await run_failure(lab, server, mode, proxy=proxy, timeout=2.0) for mode in FAILURE_MODES}
+            assert outcomes["killed"].exception == "ConnectionClosedError", (run, outcomes["killed"])
+            assert outcomes["vanished"].exception == "nothing", (run, outcomes["vanished"])
+
+
+# -- each server logs to its own lab, through a logger nobody else can find ------------------------
+
+
+async def test_servers_register_no_logger_and_never_log_to_an_old_labs_timeline():
+    def broken_process_request(connection, request):
+        raise RuntimeError("a bug in process_request")  # websockets logs it, at ERROR
+
+    def wslab_loggers() -> set[str]:
+        return {name for name in logging.Logger.manager.loggerDict if name.startswith("wslab")}
+
+    registered_before = wslab_loggers()
+    labs = []
+    for _ in range(20):
+        # One lab per "notebook run"; each server object is freed after its lab closes, so
+        # CPython hands its id() to the next one: an id-keyed logger would be inherited.
+        lab = Lab()
+        server = await lab.serve(idle, name="server", process_request=broken_process_request)
+        with pytest.raises(LabError, match="500"):
+            await lab.connect(server.url, name="client")
+        await wait_until(lambda: lab.timeline.select(kind="log"), 5, "websockets logging the bug")
+        await lab.close()
+        labs.append(lab)
+        del server
+        gc.collect()
+    assert wslab_loggers() == registered_before, "a logger was registered per server"
+    logged = [len(lab.timeline.select(kind="log")) for lab in labs]
+    assert logged == [1] * len(labs), f"log events per lab (a later server's bug landed on an earlier lab): {logged}"
