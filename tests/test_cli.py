@@ -288,3 +288,28 @@ def test_proxy_reports_bad_stdin_commands_and_keeps_running(running):
     for fragment in ("unknown command 'explode'", "latency needs seconds", "'soon' is not a number",
                      "no open proxy connection 'p9'", "at most one connection label"):
         assert fragment in err, (fragment, err)
+
+
+@pytest.mark.parametrize("then", ["close", "reset", "stall"])
+def test_proxy_refuse_typed_on_stdin_lasts_until_pass(running, then):
+    server = running("serve", "--broadcast-interval", "0")
+    proxy = running("proxy", "--upstream", server.line())
+    url = proxy.line()
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE):  # an open connection, for close and reset
+        proxy.wait_for(" open")
+        for command in ("refuse", then, "status"):
+            proxy.send(command)
+        status = proxy.wait_for(" open=")  # status's first line, printed after the two faults ran
+        assert "refusing new connections" in status, status
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+        proxy.send("pass")
+        proxy.send("status")
+        status = proxy.wait_for(" open=")
+        assert status.startswith("fault=pass") and "refusing" not in status, status
+        with connect(url, open_timeout=DEADLINE):
+            pass
+    proxy.send("quit")
+    assert proxy.proc.wait(timeout=DEADLINE) == 0
+    assert "Traceback" not in proxy.stderr()

@@ -10,8 +10,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from wslab import Lab
-from wslab.faults.proxy import start_proxy
-from wslab.faults.proxy import FAULTS, FaultProxy
+from wslab.faults.proxy import FAULTS, FaultProxy, start_proxy
+from wslab.runtime.timing import scaled
 
 
 async def echo(ws):
@@ -153,6 +153,26 @@ async def test_refuse_closes_the_listener_and_pass_opens_it_again():
         again = await lab.connect(proxy.url, name="again")
         await again.send("back")
         assert await asyncio.wait_for(again.recv(), 2) == "back"
+
+
+@pytest.mark.parametrize("then", ["close", "reset", "stall", "latency"])
+async def test_refuse_lasts_through_every_other_fault_until_pass(then):
+    # close and reset are events, stall and latency are states of the relayed connections:
+    # none of them may open the listener again. Only pass does, as the docs promise.
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await start_proxy(lab, server, name="proxy")
+        await lab.connect(proxy.url, name="existing")  # an open connection, for close and reset to end
+        await proxy.set_fault("refuse")
+        await proxy.set_fault(then, delay=0.05 if then == "latency" else 0.0)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert proxy.refusing
+        await proxy.set_fault("pass")
+        assert not proxy.refusing
+        again = await lab.connect(proxy.url, name="again")
+        await again.send("back")
+        assert await asyncio.wait_for(again.recv(), scaled(2)) == "back"
 
 
 async def test_unknown_fault_is_one_clear_line():
