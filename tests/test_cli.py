@@ -14,9 +14,14 @@ import threading
 import time
 
 import pytest
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Response
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
+from wslab.runtime.timing import scaled
 from wslab.servers import SERVERS
 
 DEADLINE = 20  # seconds for anything that should take well under one
@@ -242,6 +247,59 @@ def test_every_server_variant_serves_broadcasts_and_stops(running, variant):
     assert server.proc.wait(timeout=DEADLINE) == 0
     err = server.stderr()
     assert "Traceback" not in err and "error" not in err, err
+
+
+def frames_until_closed(url: str, deadline: float) -> list[Frame]:
+    """Open a WebSocket to ``url`` and return every frame received until the close, or ``deadline`` seconds.
+
+    A client that has no keepalive of its own and never answers a ping: websockets'
+    sans-I/O ClientProtocol over a plain socket, whose queued pongs are never sent.
+    Only a server's keepalive makes frames arrive on an idle connection.
+    """
+    uri = parse_uri(url)
+    protocol = ClientProtocol(uri)
+    frames: list[Frame] = []
+    with socket.create_connection((uri.host, uri.port), timeout=DEADLINE) as sock:
+        protocol.send_request(protocol.connect())
+        sock.sendall(b"".join(protocol.data_to_send()))
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                protocol.receive_eof()
+                break
+            protocol.receive_data(data)
+            for event in protocol.events_received():
+                if isinstance(event, Response):
+                    assert event.status_code == 101, event
+                else:
+                    frames.append(event)
+            if frames and frames[-1].opcode is Opcode.CLOSE:
+                break
+    return frames
+
+
+def test_serve_broadcast_runs_websockets_keepalive(running):
+    # The broadcast variant's serve_options ask for a ping every 0.5 s and a pong within 0.5 s.
+    server = running("serve", "--server", "broadcast", "--broadcast-interval", "0")
+    frames = frames_until_closed(server.line(), scaled(10))
+    opcodes = [frame.opcode for frame in frames]
+    assert opcodes[:1] == [Opcode.PING], f"no keepalive ping first: {opcodes}"
+    # Our pong never comes: keepalive closes the connection with 1011, as websockets documents.
+    assert opcodes[-1] is Opcode.CLOSE, opcodes
+    close = Close.parse(frames[-1].data)
+    assert (close.code, close.reason) == (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+    server.wait_for("keepalive ping timeout")
+
+
+def test_serve_ping_interval_0_turns_the_broadcast_variants_keepalive_off(running):
+    server = running("serve", "--server", "broadcast", "--broadcast-interval", "0", "--ping-interval", "0")
+    # Six of the variant's ping intervals: without the override, a ping and the close would come.
+    assert frames_until_closed(server.line(), scaled(3.0)) == []
 
 
 # -- proxy ------------------------------------------------------------------------
