@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ import wslab
 from wslab import Lab, LabError, check_url
 from wslab.faults.failures import FAILURE_MODES, connect_victim, run_failure
 from wslab.faults.proxy import start_proxy
+from wslab.runtime.lab import running_tasks, tasks_left
 from wslab.runtime.timing import wait_until
 
 
@@ -324,3 +326,66 @@ async def test_servers_register_no_logger_and_never_log_to_an_old_labs_timeline(
     assert wslab_loggers() == registered_before, "a logger was registered per server"
     logged = [len(lab.timeline.select(kind="log")) for lab in labs]
     assert logged == [1] * len(labs), f"log events per lab (a later server's bug landed on an earlier lab): {logged}"
+
+
+# -- which tasks did the lab leave running? (notebook 00's last check) ---------------------------------
+
+
+async def test_tasks_left_reports_what_started_since_the_snapshot_wherever_its_code_lives(tmp_path):
+    # `conda env create -f environment.yml` makes an env named wslab: the kernel's own code
+    # then lives under .../envs/wslab/..., and a rule that looks for "wslab" in a task's file
+    # path calls ipykernel's tasks leaks (issue 7). This module plays such a kernel task.
+    path = tmp_path / "envs" / "wslab" / "lib" / "kernel_loop.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("import asyncio\n\n\nasync def serve_forever():\n    await asyncio.Event().wait()\n")
+    spec = importlib.util.spec_from_file_location("kernel_loop", path)
+    kernel_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel_loop)
+
+    leaked: list[asyncio.Task] = []
+
+    async def sloppy(ws):
+        # A handler that starts a task behind the lab's back: nothing will ever end it.
+        leaked.append(asyncio.get_running_loop().create_task(asyncio.Event().wait()))
+        await ws.wait_closed()
+
+    kernel_task = asyncio.create_task(kernel_loop.serve_forever())
+    try:
+        before = running_tasks()  # notebook 00's first cell
+        async with Lab() as lab:
+            server = await lab.serve(sloppy, name="sloppy", ping_interval=0.5)
+            proxy = await start_proxy(lab, server, name="proxy")
+            await lab.connect(proxy.url, name="client", ping_interval=0.5)
+            lab.spawn(asyncio.sleep(3600), name="sleeper")
+            await wait_until(lambda: leaked, 5, "the handler starting its task")
+        await asyncio.sleep(0)  # let the tasks cancelled by close() finish
+        assert "wslab" in kernel_task.get_coro().cr_code.co_filename and not kernel_task.done()
+        # Everything the lab started is closed; the kernel's task ran before the snapshot.
+        assert tasks_left(before) == leaked
+    finally:
+        for task in [kernel_task, *leaked]:
+            task.cancel()
+        await asyncio.gather(kernel_task, *leaked, return_exceptions=True)
+
+
+async def test_tasks_left_ignores_the_chain_of_tasks_running_the_caller():
+    # ipykernel runs each cell in fresh tasks, each awaiting the next: run_in_context ->
+    # shell_main -> run_cell_async. The outer two started after the snapshot, yet they
+    # are not left behind: they wait for the cell, and end with it.
+    before = running_tasks()
+
+    async def run_cell():
+        return tasks_left(before)
+
+    async def shell_main():
+        return await asyncio.create_task(run_cell())
+
+    async def run_in_context():
+        return await asyncio.create_task(shell_main())
+
+    assert await asyncio.create_task(run_in_context()) == []
+    sibling = asyncio.create_task(asyncio.Event().wait())  # not waiting for the caller: reported
+    try:
+        assert await asyncio.create_task(run_in_context()) == [sibling]
+    finally:
+        sibling.cancel()
