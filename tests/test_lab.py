@@ -18,6 +18,7 @@ import wslab
 from wslab import Lab, LabError, check_url
 from wslab.faults.failures import FAILURE_MODES, connect_victim, run_failure
 from wslab.faults.proxy import start_proxy
+from wslab.runtime.errors import bind_error
 from wslab.runtime.lab import running_tasks, tasks_left
 from wslab.runtime.timing import wait_until
 
@@ -114,6 +115,27 @@ async def test_busy_port_is_one_clear_line():
             await lab.serve(echo, name="second", port=taken.port)
         with pytest.raises(LabError, match="already in use"):
             await start_proxy(lab, taken, name="proxy", port=taken.port)
+
+
+# Python 3.13's asyncio reports a failed bind as OSError("could not bind on any address
+# out of [...]") with errno None; 3.11 and 3.12 re-raise the bind's own OSError.
+
+
+def test_a_bind_error_without_errno_says_the_address_is_not_on_this_machine():
+    exc = OSError("could not bind on any address out of [('192.0.2.1', 0)]")  # 192.0.2.1: never local
+    assert exc.errno is None
+    message = str(bind_error(exc, "192.0.2.1", 0))
+    assert message == "cannot listen on 192.0.2.1: that address is not on this machine (use 127.0.0.1)"
+
+
+def test_a_bind_error_without_errno_says_the_port_is_in_use():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        exc = OSError(f"could not bind on any address out of [('127.0.0.1', {port})]")
+        message = str(bind_error(exc, "127.0.0.1", port))
+    assert message == f"port {port} on 127.0.0.1 is already in use: stop what runs there, or use port 0 for a free one"
 
 
 @pytest.mark.parametrize(
