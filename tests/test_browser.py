@@ -14,10 +14,11 @@ import pytest
 import trustme
 
 from wslab import Lab, LabError
-from wslab.faults.proxy import start_proxy
 from wslab.clients.page import ScriptError, open_page, page_url, serve_page
+from wslab.faults.proxy import start_proxy
 from wslab.runtime.chromium import TEST_HOST, browser_available, browser_skip_reason, launch_browser
 from wslab.runtime.programs import Program
+from wslab.runtime.timing import scaled
 
 SKIP_REASON = browser_skip_reason()
 needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
@@ -103,6 +104,63 @@ async def test_the_page_sees_1000_1012_and_1006():
         assert await page.ready_state(i) == 1
         assert "browser" in lab.names
     assert "browser" not in lab.names
+
+
+async def _hold(ws):
+    await ws.wait_closed()
+
+
+@needs_browser
+async def test_the_vanished_server_cells_run_again_and_again():
+    # Notebook 03, section 5: open a WebSocket through the proxy, stall that link, see
+    # that the page notices nothing; then reset, and onclose fires. A student re-runs
+    # the stall cell, or both cells, in any order: each run must find a healthy proxy.
+    async with Lab() as lab:
+        browser = await launch_browser(lab)
+        page = await open_page(browser, page_url(await serve_page(lab, name="pages")))
+        server = await lab.serve(_hold, name="server")
+        proxy = await start_proxy(lab, server, name="proxy")
+
+        async def stall_cell() -> int:
+            since = len(lab.timeline)
+            i = await page.open(proxy.url + "/wait", timeout=scaled(10))
+            await proxy.set_fault("stall", conn=proxy.connections[-1])  # this link only: new ones pass
+            assert await page.wait_close(i, timeout=scaled(1)) is None
+            assert await page.ready_state(i) == 1
+            assert [e for e in lab.timeline.events[since:] if e.source == "server" and e.kind == "closed"] == []
+            return i
+
+        async def reset_cell(i: int) -> None:
+            await proxy.set_fault("reset")
+            seen = await page.wait_close(i, timeout=scaled(10))
+            assert seen is not None and (seen.code, seen.was_clean) == (1006, False)
+
+        first = await stall_cell()
+        second = await stall_cell()  # the stall cell, run twice in a row
+        await reset_cell(second)
+        assert (await page.wait_close(first, timeout=scaled(10))).code == 1006  # the reset ended both links
+        await reset_cell(await stall_cell())  # and both cells once more, after the reset
+        assert proxy.fault == "pass"
+
+
+@needs_browser
+async def test_a_page_websocket_through_a_stalled_proxy_fails_in_one_clear_line_and_is_closed():
+    # What re-running the vanished-server cell ran into while it stalled the whole proxy:
+    # stall is a state, it lasts for new connections too, so the page's new WebSocket
+    # never got an answer to its opening handshake.
+    async with Lab() as lab:
+        browser = await launch_browser(lab)
+        page = await open_page(browser, page_url(await serve_page(lab, name="pages")))
+        server = await lab.serve(_hold, name="server")
+        proxy = await start_proxy(lab, server, name="proxy")
+        await proxy.set_fault("stall")
+        with pytest.raises(LabError, match=r"got no answer to its opening handshake .*stalled\? .*until 'pass'"):
+            await page.open(proxy.url + "/wait", timeout=scaled(1))
+        hung = await page.wait_close(0, timeout=scaled(10))  # the page closed it: nothing left CONNECTING
+        assert hung is not None and hung.code == 1006
+        await proxy.set_fault("pass")
+        i = await page.open(proxy.url + "/wait", timeout=scaled(10))
+        assert await page.ready_state(i) == 1
 
 
 @needs_browser
