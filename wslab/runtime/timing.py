@@ -27,6 +27,8 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from websockets.frames import CloseCode
+
 from .errors import LabError, WaitTimeout
 
 __all__ = [
@@ -98,12 +100,14 @@ class Closable(Protocol):
     @property
     def transport(self) -> asyncio.Transport: ...
 
-    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None: ...
 
     async def wait_closed(self) -> None: ...
 
 
-async def close_within(ws: Closable, deadline: float = CLOSE_DEADLINE, code: int = 1000, reason: str = "") -> None:
+async def close_within(
+    ws: Closable, deadline: float = CLOSE_DEADLINE, code: int = CloseCode.NORMAL_CLOSURE, reason: str = ""
+) -> None:
     """Close ``ws`` with ``code``; abort the TCP connection if that takes longer than ``deadline``.
 
     A ``send()`` blocked on a peer that stopped reading holds the connection:
