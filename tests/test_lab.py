@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from websockets.exceptions import ConnectionClosedError
+from websockets.frames import CloseCode
 
 import wslab
 from wslab import Lab, LabError, check_url
@@ -20,7 +21,8 @@ from wslab.faults.failures import FAILURE_MODES, connect_victim, run_failure
 from wslab.faults.proxy import start_proxy
 from wslab.runtime.errors import bind_error
 from wslab.runtime.lab import running_tasks, tasks_left
-from wslab.runtime.timing import wait_until
+from wslab.runtime.programs import ChildProcess, free_port
+from wslab.runtime.timing import scaled, wait_until
 
 
 async def echo(ws):
@@ -72,12 +74,12 @@ async def test_repeated_start_and_close_leaves_no_socket_and_no_task():
     # Warm up once: the first cycle imports modules and creates lazy singletons.
     async with Lab() as lab:
         await one_cycle(lab)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(scaled(0.1))
     sockets_before, tasks_before = open_sockets(), pending_tasks()
     for _ in range(15):
         async with Lab() as lab:
             await one_cycle(lab)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(scaled(0.2))
     assert open_sockets() == sockets_before
     assert pending_tasks() == tasks_before
 
@@ -205,7 +207,7 @@ async def test_a_handler_that_raises_is_recorded_not_printed(capfd):
         ws = await lab.connect(server.url, name="client")
         await ws.send("trigger")
         with pytest.raises(ConnectionClosedError) as closed:
-            await asyncio.wait_for(ws.recv(), 2)
+            await asyncio.wait_for(ws.recv(), scaled(2))
         assert closed.value.rcvd.code == 1011
         [error] = lab.timeline.select(kind="handler-error")
         assert error.detail == "test_a_handler_that_raises_is_recorded_not_printed.<locals>.buggy raised KeyError: 'session-42'"
@@ -219,7 +221,7 @@ async def test_background_task_errors_are_recorded_not_printed(capfd):
 
     async with Lab() as lab:
         lab.spawn(crash(), name="crasher")
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: lab.timeline.select(source="crasher"), 1, "the crash being recorded")
         [event] = lab.timeline.select(source="crasher")
         assert event.kind == "task-error" and "RuntimeError('boom')" in event.detail
     out, err = capfd.readouterr()
@@ -237,7 +239,7 @@ async def test_events_table_is_stable_without_times():
         server = await lab.serve(echo, name="echo")
         ws = await lab.connect(server.url, name="client")
         await ws.close()
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: lab.timeline.select(source="echo", kind="closed"), 1, "the server's closed event")
         table = lab.events(times=False, source="echo")
     assert table.header() == ["source", "conn", "event", "code", "detail"]
     assert [row[2] for row in table.rows()] == ["listening", "open", "handler-exit", "closed"]
@@ -249,11 +251,11 @@ async def test_restart_really_closes_the_listening_socket():
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
         ws = await lab.connect(server.url, name="client")
-        await server.stop(code=1012, reason="service restart")
+        await server.stop(code=CloseCode.SERVICE_RESTART, reason="service restart")
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", server.port)
         with pytest.raises(ConnectionClosedError) as closed:
-            await asyncio.wait_for(ws.recv(), 2)
+            await asyncio.wait_for(ws.recv(), scaled(2))
         assert closed.value.rcvd.code == 1012
         await server.start()
         again = await lab.connect(server.url, name="client")
@@ -266,7 +268,7 @@ def test_wslab_imports_without_a_running_loop():
     code = "import wslab, asyncio; assert wslab.current_lab() is None; print('ok')"
     import subprocess
 
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60))
     assert result.stdout.strip() == "ok", result.stderr
 
 
@@ -411,3 +413,50 @@ async def test_tasks_left_ignores_the_chain_of_tasks_running_the_caller():
         assert await asyncio.create_task(run_in_context()) == [sibling]
     finally:
         sibling.cancel()
+
+
+# -- external programs run as child processes (Python itself plays the program here) ------------------
+
+
+async def _accepts(port: int) -> bool:
+    _, writer = await asyncio.open_connection("127.0.0.1", port)  # OSError while it starts: polled again
+    writer.close()
+    return True
+
+
+async def test_a_child_process_is_tracked_once_it_serves_and_gone_after_close():
+    port = free_port()
+    async with Lab() as lab:
+        child = await ChildProcess.start(
+            lab, "web", lambda d: [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            ready=lambda d: _accepts(port),
+        )
+        assert lab["web"] is child and child.running and child.directory.is_dir()
+        again = await ChildProcess.start(  # the same cell, run again: the first one is stopped first
+            lab, "web", lambda d: [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            ready=lambda d: _accepts(port),
+        )
+        assert not child.running and not child.directory.exists()
+    assert not again.running and not again.directory.exists()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    assert [e.kind for e in lab.timeline.select(source="web")] == ["started", "exited", "started", "exited"]
+
+
+async def test_a_child_process_that_exits_or_never_serves_is_one_clear_line():
+    async def never(directory) -> bool:
+        return False
+
+    async with Lab() as lab:
+        with pytest.raises(LabError, match=r"^broken exited with code 3: bad config line 7$"):
+            await ChildProcess.start(
+                lab, "broken", lambda d: [sys.executable, "-c", "print('bad config line 7'); raise SystemExit(3)"],
+                ready=never,
+            )
+        with pytest.raises(LabError, match=r"^sleepy was not ready within [\d.]+ s: still starting$"):
+            await ChildProcess.start(
+                lab, "sleepy", lambda d: [sys.executable, "-c", "print('still starting', flush=True); "
+                                          "import time; time.sleep(60)"],
+                ready=never, timeout=0.5,
+            )
+        assert "broken" not in lab and "sleepy" not in lab
