@@ -1,6 +1,7 @@
 """The ``wslab`` command, run as a real subprocess: ``python -m wslab ...``.
 
-Every wait has a deadline. Bounds are generous: the CI machine has 2 shared cores.
+Every wait has a deadline. Bounds are generous (the CI machine has 2 shared cores) and scaled
+by WSLAB_TIMEOUT_FACTOR.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from websockets.uri import parse_uri
 from wslab.runtime.timing import scaled
 from wslab.servers import SERVERS
 
-DEADLINE = 20  # seconds for anything that should take well under one
+DEADLINE = scaled(20)  # seconds for anything that should take well under one
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -229,7 +230,7 @@ def test_serve_prints_a_url_clients_connect_to_and_stops_on_signal(running, sig)
     started = time.monotonic()
     server.proc.send_signal(sig)
     assert server.proc.wait(timeout=DEADLINE) == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < scaled(5)
     err = server.stderr()
     assert "Traceback" not in err, err
 
@@ -320,7 +321,7 @@ def test_proxy_relays_and_obeys_reset_from_stdin(running):
         with pytest.raises(ConnectionClosedError) as caught:
             while time.monotonic() - started < DEADLINE:
                 ws.recv(timeout=DEADLINE)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < scaled(5)
         assert caught.value.rcvd is None  # no close frame: the TCP connection was reset
     proxy.wait_for("fault                reset")
     server.wait_for("ConnectionResetError")

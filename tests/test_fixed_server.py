@@ -15,20 +15,21 @@ import pytest
 from websockets.asyncio.client import connect
 
 from wslab import Lab
-from wslab.faults.proxy import start_proxy
 from wslab.faults.failures import FAILURE_MODES
-from wslab.studies.measure import broadcast_latency, survival
-from wslab.servers import SERVERS, BroadcastServer, FixedServer, set_tcp_user_timeout
+from wslab.faults.proxy import start_proxy
 from wslab.runtime.timeline import Timeline
+from wslab.runtime.timing import scaled, wait_until
+from wslab.servers import SERVERS, BroadcastServer, FixedServer, set_tcp_user_timeout
+from wslab.studies.measure import broadcast_latency, survival
 
 PING_INTERVAL = 0.2
 PING_TIMEOUT = 0.2
-# How long each failure mode may leave a session in the fixed server's map (generous).
+# How long each failure mode may leave a session in the fixed server's map (generous, scaled).
 BOUNDS = {
-    "clean-close": 2.0,
-    "killed": 2.0,
-    "reset": 2.0,
-    "vanished": PING_INTERVAL + PING_TIMEOUT + 2.0,
+    "clean-close": scaled(2.0),
+    "killed": scaled(2.0),
+    "reset": scaled(2.0),
+    "vanished": PING_INTERVAL + PING_TIMEOUT + scaled(2.0),
 }
 
 
@@ -92,10 +93,8 @@ async def test_random_cycles_leave_no_session_and_no_socket():
         for batch in range(10):  # 200 cycles, 20 at a time
             await asyncio.gather(*(cycle(batch * 20 + i) for i in range(20)))
 
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 5.0
-        while (app.sessions or server.server.connections) and loop.time() < end:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: not app.sessions and not server.server.connections, 5,
+                         "every session and connection gone")
         assert app.sessions == {}
         assert app.outboxes == {}
         assert server.server.connections == set()
@@ -113,7 +112,7 @@ async def test_a_stalled_client_never_delays_a_healthy_one_by_more_than_the_send
     app = FixedServer(Timeline(), ping_interval=0.5, ping_timeout=0.5, send_deadline=send_deadline)
     run = await broadcast_latency(app, clients=12, stalled=3, duration=1.5, interval=0.01, payload_size=8192)
     assert run.delivered == 1.0
-    assert max(run.latencies) < send_deadline + 0.5, f"worst healthy latency {max(run.latencies):.3f} s"
+    assert max(run.latencies) < send_deadline + scaled(0.5), f"worst healthy latency {max(run.latencies):.3f} s"
     assert run.removed == 3
     aborts = app.timeline.select(source=app.name, kind="abort")
     assert len(aborts) == 3
@@ -149,5 +148,5 @@ async def test_tcp_user_timeout_is_set_on_the_accepted_socket():
     async with Lab() as lab:
         server = await lab.serve(handler, name="s")
         async with connect(server.url) as ws:
-            await asyncio.wait_for(ws.wait_closed(), 2)
+            await asyncio.wait_for(ws.wait_closed(), scaled(2))
     assert seen == [1500]
