@@ -19,10 +19,10 @@ import wslab
 from wslab import Lab, LabError, check_url
 from wslab.faults.failures import FAILURE_MODES, connect_victim, run_failure
 from wslab.faults.proxy import start_proxy
-from wslab.runtime.errors import bind_error
+from wslab.runtime.errors import WaitTimeout, bind_error
 from wslab.runtime.lab import running_tasks, tasks_left
 from wslab.runtime.programs import ChildProcess, free_port
-from wslab.runtime.timing import scaled, wait_until
+from wslab.runtime.timing import abort_all, close_within, scaled, wait_until
 
 
 async def echo(ws):
@@ -460,3 +460,77 @@ async def test_a_child_process_that_exits_or_never_serves_is_one_clear_line():
                 ready=never, timeout=0.5,
             )
         assert "broken" not in lab and "sleepy" not in lab
+
+
+# -- deadlines: wait_until, close_within, abort_all, and the one timing knob ------------------------------
+
+
+async def test_wait_until_takes_truthy_results_and_coroutines_and_says_what_did_not_happen():
+    events: list[str] = []
+    asyncio.get_running_loop().call_later(0.05, events.append, "closed")
+    await wait_until(lambda: events, 5, "an event")  # a non-empty list counts as true
+
+    async def has_event() -> bool:
+        return bool(events)
+
+    await wait_until(has_event, 5, "an event")
+    with pytest.raises(WaitTimeout, match=r"^the server noticing did not happen within [\d.]+ s$") as raised:
+        await wait_until(lambda: False, 0.05, "the server noticing")
+    assert isinstance(raised.value, LabError)  # one line in a notebook, like every lab error
+
+
+@pytest.mark.parametrize(
+    "factor, expected",
+    [("3", "6.0"), ("", "2.0"), ("abc", "LabError: WSLAB_TIMEOUT_FACTOR='abc' is not a number"),
+     ("0.5", "LabError: WSLAB_TIMEOUT_FACTOR='0.5' must be 1 or more")],
+)
+def test_the_timeout_factor_scales_deadlines_or_says_what_is_wrong(factor, expected):
+    import subprocess
+
+    # A bad factor stops `import wslab` itself, with the one-line LabError.
+    code = ("try:\n    from wslab.runtime.timing import scaled\n    print(scaled(2))\n"
+            "except Exception as exc:\n    print(f'{type(exc).__name__}: {exc}')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60),
+                            env={**os.environ, "WSLAB_TIMEOUT_FACTOR": factor})
+    assert result.stdout.startswith(expected), result.stdout + result.stderr
+
+
+async def test_close_within_aborts_a_connection_whose_peer_stopped_reading():
+    blocked = asyncio.Event()
+
+    async def firehose(ws):
+        try:
+            while True:
+                await ws.send(b"x" * 65536)
+        finally:
+            blocked.set()
+
+    async with Lab() as lab:
+        server = await lab.serve(firehose, name="firehose", compression=None)
+        client = await lab.connect(server.url, name="client", compression=None)
+        client.transport.pause_reading()  # the peer stops reading: the server's send() blocks
+        await wait_until(lambda: server.connections and all(
+            ws.transport.get_write_buffer_size() > 0 for ws in server.connections), 5, "the server's send blocking")
+        [ws] = server.connections
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await close_within(ws, 0.2)  # the close frame queues behind the stuck bytes: only abort() ends it
+        assert loop.time() - started < 0.2 + scaled(1.0)
+        assert ws.state.name == "CLOSED" and ws.close_code == 1006
+        await wait_until(blocked.is_set, 5, "the handler's send failing")
+        assert abort_all([client]) == 1
+
+
+async def test_wait_listening_returns_when_a_restart_listens_again():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        restart = asyncio.create_task(server.restart(downtime=0.2))
+        await wait_until(lambda: not server.is_listening, 5, "the server stopping")
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", server.port)
+        await server.wait_listening(5)
+        moments = await restart
+        assert server.is_listening and moments.downtime >= 0.2  # a lower bound: never shorter
+        ws = await lab.connect(server.url, name="client")
+        await ws.send("back")
+        assert await asyncio.wait_for(ws.recv(), scaled(2)) == "back"

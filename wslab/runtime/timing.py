@@ -44,7 +44,7 @@ __all__ = [
 
 
 def _factor() -> float:
-    text = os.environ.get("WSLAB_TIMEOUT_FACTOR", "1")
+    text = os.environ.get("WSLAB_TIMEOUT_FACTOR") or "1"  # set but empty: the default, like unset
     try:
         value = float(text)
     except ValueError:
