@@ -28,8 +28,11 @@ import asyncio
 import random
 import statistics
 
+from websockets.frames import CloseCode
+
 import wslab
 from wslab.clients.reconnect import ReconnectingClient
+from wslab.runtime.timing import wait_until
 
 MARGIN = 0.050  # seconds allowed beyond the delay chosen
 
@@ -38,25 +41,16 @@ async def hold(ws) -> None:
     await ws.wait_closed()
 
 
-async def until(predicate, timeout: float) -> bool:
-    end = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > end:
-            return False
-        await asyncio.sleep(0.001)
-    return True
-
-
 async def trial(lab: wslab.Lab, server: wslab.LabServer, client: ReconnectingClient, rng: random.Random,
                 downtime: float) -> tuple[float, float, float]:
     """One outage. Returns (back -> open, delay being waited out at that moment, late by)."""
     opens = client.opens
-    await server.stop(code=1012, reason="service restart")
+    await server.stop(code=CloseCode.SERVICE_RESTART, reason="service restart")
     await asyncio.sleep(downtime * rng.uniform(1.0, 1.5))  # a random phase of the client's wait
     await server.start()
     back = lab.timeline.now()
-    if not await until(lambda: client.opens > opens, 30):
-        raise RuntimeError(f"client not back within 30 s (state {client.state})")
+    # Polled every millisecond, but the times measured are the timeline's events, not the poll's.
+    await wait_until(lambda: client.opens > opens, 30, f"{client.name} open again", poll=0.001)
     opened = lab.timeline.select(source=client.name, kind="open")[-1].t
     retry = [e for e in lab.timeline.select(source=client.name, kind="retry") if e.t <= back][-1]
     scheduled = retry.t + retry.data["delay"]  # when the attempt after the server's return was due

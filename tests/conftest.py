@@ -11,7 +11,9 @@ import inspect
 
 import pytest
 
-ASYNC_TEST_DEADLINE = 60.0  # seconds; generous on a loaded 2-core machine
+from wslab.runtime.timing import scaled
+
+ASYNC_TEST_DEADLINE = 60.0  # seconds (scaled by WSLAB_TIMEOUT_FACTOR); generous on a loaded 2-core machine
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -20,7 +22,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
         return None
     arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     deadline = pyfuncitem.get_closest_marker("deadline")
-    seconds = deadline.args[0] if deadline else ASYNC_TEST_DEADLINE
+    seconds = scaled(deadline.args[0] if deadline else ASYNC_TEST_DEADLINE)
 
     async def run():
         await asyncio.wait_for(pyfuncitem.obj(**arguments), seconds)
@@ -30,4 +32,4 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "deadline(seconds): fail an async test that runs longer than this")
+    config.addinivalue_line("markers", "deadline(seconds): fail an async test that runs longer than this (scaled)")

@@ -14,23 +14,24 @@ import pytest
 import trustme
 
 from wslab import Lab, LabError
-from wslab.faults.proxy import start_proxy
 from wslab.clients.page import ScriptError, open_page, page_url, serve_page
+from wslab.faults.proxy import start_proxy
 from wslab.runtime.chromium import TEST_HOST, browser_available, browser_skip_reason, launch_browser
 from wslab.runtime.programs import Program
+from wslab.runtime.timing import scaled, wait_until
 
 SKIP_REASON = browser_skip_reason()
 needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 
 async def _closed_on_server(lab: Lab, source: str, since: int, deadline: float = 10.0):
-    """The first 'closed' event ``source`` recorded after event number ``since``."""
-    async with asyncio.timeout(deadline):
-        while True:
-            for event in lab.timeline.events[since:]:
-                if event.source == source and event.kind == "closed":
-                    return event
-            await asyncio.sleep(0.02)
+    """The first 'closed' event ``source`` recorded after event number ``since``, within ``deadline`` s (scaled)."""
+
+    def closed() -> list:
+        return [e for e in lab.timeline.events[since:] if e.source == source and e.kind == "closed"]
+
+    await wait_until(closed, deadline, f"{source} recording a closed connection")
+    return closed()[0]
 
 
 def test_ci_never_skips_the_browser_tests(monkeypatch):
@@ -68,41 +69,98 @@ async def test_the_page_sees_1000_1012_and_1006():
             await ws.wait_closed()
 
     async with Lab() as lab:
-        browser = await launch_browser(lab)
+        browser = await launch_browser(lab, timeout=scaled(30))
         pages = await serve_page(lab, name="pages")
         page = await open_page(browser, page_url(pages))
         server = await lab.serve(handler, name="server")
         proxy = await start_proxy(lab, server, name="proxy")
 
         since = len(lab.timeline)
-        i = await page.open(server.url + "/close")
-        event = await page.wait_close(i, timeout=10)
+        i = await page.open(server.url + "/close", timeout=scaled(10))
+        event = await page.wait_close(i, timeout=scaled(10))
         assert (event.code, event.reason, event.was_clean) == (1000, "done", True)
         assert (await _closed_on_server(lab, "server", since)).code == 1000
 
         since = len(lab.timeline)
-        i = await page.open(server.url + "/wait")
+        i = await page.open(server.url + "/wait", timeout=scaled(10))
         await server.restart()
-        event = await page.wait_close(i, timeout=10)
+        event = await page.wait_close(i, timeout=scaled(10))
         assert (event.code, event.reason, event.was_clean) == (1012, "service restart", True)
         assert (await _closed_on_server(lab, "server", since)).code == 1012
 
         since = len(lab.timeline)
-        i = await page.open(proxy.url + "/wait")
+        i = await page.open(proxy.url + "/wait", timeout=scaled(10))
         await proxy.set_fault("reset")
-        event = await page.wait_close(i, timeout=10)
+        event = await page.wait_close(i, timeout=scaled(10))
         assert (event.code, event.reason, event.was_clean) == (1006, "", False)
         seen = await _closed_on_server(lab, "server", since)
         assert seen.code == 1006 and seen.data["rcvd"] is None and seen.data["sent"] is None
 
         # A script may only send 1000 or 3000-4999: the browser throws, the socket stays open.
-        i = await page.open(server.url + "/wait")
+        i = await page.open(server.url + "/wait", timeout=scaled(10))
         with pytest.raises(ScriptError) as raised:
             await page.close_socket(i, 1011)
         assert raised.value.name == "InvalidAccessError"
         assert await page.ready_state(i) == 1
         assert "browser" in lab.names
     assert "browser" not in lab.names
+
+
+async def _hold(ws):
+    await ws.wait_closed()
+
+
+@needs_browser
+async def test_the_vanished_server_cells_run_again_and_again():
+    # Notebook 03, section 5: open a WebSocket through the proxy, stall that link, see
+    # that the page notices nothing; then reset, and onclose fires. A student re-runs
+    # the stall cell, or both cells, in any order: each run must find a healthy proxy.
+    async with Lab() as lab:
+        browser = await launch_browser(lab, timeout=scaled(30))
+        page = await open_page(browser, page_url(await serve_page(lab, name="pages")))
+        server = await lab.serve(_hold, name="server")
+        proxy = await start_proxy(lab, server, name="proxy")
+
+        async def stall_cell() -> int:
+            since = len(lab.timeline)
+            i = await page.open(proxy.url + "/wait", timeout=scaled(10))
+            await proxy.set_fault("stall", conn=proxy.connections[-1])  # this link only: new ones pass
+            assert await page.wait_close(i, timeout=scaled(1)) is None
+            assert await page.ready_state(i) == 1
+            assert [e for e in lab.timeline.events[since:] if e.source == "server" and e.kind == "closed"] == []
+            return i
+
+        async def reset_cell(i: int) -> None:
+            await proxy.set_fault("reset")
+            seen = await page.wait_close(i, timeout=scaled(10))
+            assert seen is not None and (seen.code, seen.was_clean) == (1006, False)
+
+        first = await stall_cell()
+        second = await stall_cell()  # the stall cell, run twice in a row
+        await reset_cell(second)
+        assert (await page.wait_close(first, timeout=scaled(10))).code == 1006  # the reset ended both links
+        await reset_cell(await stall_cell())  # and both cells once more, after the reset
+        assert proxy.fault == "pass"
+
+
+@needs_browser
+async def test_a_page_websocket_through_a_stalled_proxy_fails_in_one_clear_line_and_is_closed():
+    # What re-running the vanished-server cell ran into while it stalled the whole proxy:
+    # stall is a state, it lasts for new connections too, so the page's new WebSocket
+    # never got an answer to its opening handshake.
+    async with Lab() as lab:
+        browser = await launch_browser(lab, timeout=scaled(30))
+        page = await open_page(browser, page_url(await serve_page(lab, name="pages")))
+        server = await lab.serve(_hold, name="server")
+        proxy = await start_proxy(lab, server, name="proxy")
+        await proxy.set_fault("stall")
+        with pytest.raises(LabError, match=r"got no answer to its opening handshake .*stalled\? .*until 'pass'"):
+            await page.open(proxy.url + "/wait", timeout=scaled(1))
+        hung = await page.wait_close(0, timeout=scaled(10))  # the page closed it: nothing left CONNECTING
+        assert hung is not None and hung.code == 1006
+        await proxy.set_fault("pass")
+        i = await page.open(proxy.url + "/wait", timeout=scaled(10))
+        assert await page.ready_state(i) == 1
 
 
 @needs_browser
@@ -115,7 +173,7 @@ async def test_an_https_page_may_not_open_ws_but_may_open_wss():
         await ws.close(1000, "done")
 
     async with Lab() as lab:
-        browser = await launch_browser(lab)
+        browser = await launch_browser(lab, timeout=scaled(30))
         plain = await lab.serve(handler, name="plain")
         secure = await serve_page(lab, name="secure", handler=handler, ssl=server_context)
         assert secure.url.startswith("wss://")
@@ -126,12 +184,12 @@ async def test_an_https_page_may_not_open_ws_but_may_open_wss():
         page = await open_page(browser, page_url(secure, host=TEST_HOST), ignore_https_errors=True)
 
         with pytest.raises(ScriptError) as raised:
-            await page.open(f"ws://{TEST_HOST}:{plain.port}/")
+            await page.open(f"ws://{TEST_HOST}:{plain.port}/", timeout=scaled(10))
         assert raised.value.name == "SecurityError"
         assert any(m.startswith("Mixed Content:") and "blocked" in m for m in page.console)
 
-        i = await page.open(f"wss://{TEST_HOST}:{secure.port}/")
-        event = await page.wait_close(i, timeout=10)
+        i = await page.open(f"wss://{TEST_HOST}:{secure.port}/", timeout=scaled(10))
+        event = await page.wait_close(i, timeout=scaled(10))
         assert (event.code, event.reason, event.was_clean) == (1000, "done", True)
 
         # Python checks certificates too: trust the CA explicitly.
@@ -140,7 +198,7 @@ async def test_an_https_page_may_not_open_ws_but_may_open_wss():
         client_context = ssl.create_default_context()
         ca.configure_trust(client_context)
         ws = await lab.connect(secure.url, name="python", ssl=client_context)
-        assert (await asyncio.wait_for(ws.wait_closed(), 10)) is None
+        assert (await asyncio.wait_for(ws.wait_closed(), scaled(10))) is None
         assert ws.close_code == 1000
 
 

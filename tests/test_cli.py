@@ -1,6 +1,7 @@
 """The ``wslab`` command, run as a real subprocess: ``python -m wslab ...``.
 
-Every wait has a deadline. Bounds are generous: the CI machine has 2 shared cores.
+Every wait has a deadline. Bounds are generous (the CI machine has 2 shared cores) and scaled
+by WSLAB_TIMEOUT_FACTOR.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import threading
 import time
 
 import pytest
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Response
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
+from wslab.runtime.timing import scaled
 from wslab.servers import SERVERS
 
-DEADLINE = 20  # seconds for anything that should take well under one
+DEADLINE = scaled(20)  # seconds for anything that should take well under one
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -224,7 +230,7 @@ def test_serve_prints_a_url_clients_connect_to_and_stops_on_signal(running, sig)
     started = time.monotonic()
     server.proc.send_signal(sig)
     assert server.proc.wait(timeout=DEADLINE) == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < scaled(5)
     err = server.stderr()
     assert "Traceback" not in err, err
 
@@ -242,6 +248,59 @@ def test_every_server_variant_serves_broadcasts_and_stops(running, variant):
     assert server.proc.wait(timeout=DEADLINE) == 0
     err = server.stderr()
     assert "Traceback" not in err and "error" not in err, err
+
+
+def frames_until_closed(url: str, deadline: float) -> list[Frame]:
+    """Open a WebSocket to ``url`` and return every frame received until the close, or ``deadline`` seconds.
+
+    A client that has no keepalive of its own and never answers a ping: websockets'
+    sans-I/O ClientProtocol over a plain socket, whose queued pongs are never sent.
+    Only a server's keepalive makes frames arrive on an idle connection.
+    """
+    uri = parse_uri(url)
+    protocol = ClientProtocol(uri)
+    frames: list[Frame] = []
+    with socket.create_connection((uri.host, uri.port), timeout=DEADLINE) as sock:
+        protocol.send_request(protocol.connect())
+        sock.sendall(b"".join(protocol.data_to_send()))
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                protocol.receive_eof()
+                break
+            protocol.receive_data(data)
+            for event in protocol.events_received():
+                if isinstance(event, Response):
+                    assert event.status_code == 101, event
+                else:
+                    frames.append(event)
+            if frames and frames[-1].opcode is Opcode.CLOSE:
+                break
+    return frames
+
+
+def test_serve_broadcast_runs_websockets_keepalive(running):
+    # The broadcast variant's serve_options ask for a ping every 0.5 s and a pong within 0.5 s.
+    server = running("serve", "--server", "broadcast", "--broadcast-interval", "0")
+    frames = frames_until_closed(server.line(), scaled(10))
+    opcodes = [frame.opcode for frame in frames]
+    assert opcodes[:1] == [Opcode.PING], f"no keepalive ping first: {opcodes}"
+    # Our pong never comes: keepalive closes the connection with 1011, as websockets documents.
+    assert opcodes[-1] is Opcode.CLOSE, opcodes
+    close = Close.parse(frames[-1].data)
+    assert (close.code, close.reason) == (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+    server.wait_for("keepalive ping timeout")
+
+
+def test_serve_ping_interval_0_turns_the_broadcast_variants_keepalive_off(running):
+    server = running("serve", "--server", "broadcast", "--broadcast-interval", "0", "--ping-interval", "0")
+    # Six of the variant's ping intervals: without the override, a ping and the close would come.
+    assert frames_until_closed(server.line(), scaled(3.0)) == []
 
 
 # -- proxy ------------------------------------------------------------------------
@@ -262,7 +321,7 @@ def test_proxy_relays_and_obeys_reset_from_stdin(running):
         with pytest.raises(ConnectionClosedError) as caught:
             while time.monotonic() - started < DEADLINE:
                 ws.recv(timeout=DEADLINE)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < scaled(5)
         assert caught.value.rcvd is None  # no close frame: the TCP connection was reset
     proxy.wait_for("fault                reset")
     server.wait_for("ConnectionResetError")
@@ -288,3 +347,28 @@ def test_proxy_reports_bad_stdin_commands_and_keeps_running(running):
     for fragment in ("unknown command 'explode'", "latency needs seconds", "'soon' is not a number",
                      "no open proxy connection 'p9'", "at most one connection label"):
         assert fragment in err, (fragment, err)
+
+
+@pytest.mark.parametrize("then", ["close", "reset", "stall"])
+def test_proxy_refuse_typed_on_stdin_lasts_until_pass(running, then):
+    server = running("serve", "--broadcast-interval", "0")
+    proxy = running("proxy", "--upstream", server.line())
+    url = proxy.line()
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE):  # an open connection, for close and reset
+        proxy.wait_for(" open")
+        for command in ("refuse", then, "status"):
+            proxy.send(command)
+        status = proxy.wait_for(" open=")  # status's first line, printed after the two faults ran
+        assert "refusing new connections" in status, status
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+        proxy.send("pass")
+        proxy.send("status")
+        status = proxy.wait_for(" open=")
+        assert status.startswith("fault=pass") and "refusing" not in status, status
+        with connect(url, open_timeout=DEADLINE):
+            pass
+    proxy.send("quit")
+    assert proxy.proc.wait(timeout=DEADLINE) == 0
+    assert "Traceback" not in proxy.stderr()

@@ -6,6 +6,7 @@ import asyncio
 import gc
 
 from wslab import Lab
+from wslab.runtime.timing import scaled, wait_until
 
 
 async def idle(ws):
@@ -21,12 +22,10 @@ async def test_a_new_connection_never_inherits_a_collected_connections_label():
         labels = []
         for _ in range(40):
             await lab.connect(server.url, name="client")
-            for _ in range(100):  # the server registers the connection right after the handshake
-                if server.connections:
-                    break
-                await asyncio.sleep(0.01)
+            # The server registers the connection right after the handshake.
+            await wait_until(lambda: server.connections, 1, "the server registering the connection")
             labels.append(lab.label(next(iter(server.connections))))
             await lab.close("client")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(scaled(0.02))
             gc.collect()
         assert len(set(labels)) == len(labels), labels

@@ -1,7 +1,7 @@
 """ReconnectingClient against real faults: the fault proxy, server restarts, close codes, a replaying server.
 
-Delays are scaled down (min_delay 0.05 s, keepalive 0.2 s) and every bound is generous:
-these tests check what happens, never how fast.
+Delays are scaled down (min_delay 0.05 s, keepalive 0.2 s) and every bound is generous, and
+scaled by WSLAB_TIMEOUT_FACTOR: these tests check what happens, never how fast.
 """
 
 from __future__ import annotations
@@ -18,19 +18,10 @@ from wslab.faults.proxy import start_proxy
 from wslab.clients.backoff import Backoff
 from wslab.clients.reconnect import BufferFull, ReconnectingClient
 from wslab.servers.replay import ReplayServer, last_seq_of
+from wslab.runtime.timing import scaled, wait_until
 from wslab.servers.wire import encode
 
 FAST = dict(min_delay=0.05, max_delay=0.2, open_timeout=2.0, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.3)
-
-
-async def until(predicate, deadline: float = 10.0) -> bool:
-    """Poll ``predicate`` every 10 ms until it is true or ``deadline`` seconds pass."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
 
 
 def free_port() -> int:
@@ -66,7 +57,7 @@ async def test_proxy_fault_leads_to_reconnect(fault):
         client = await start(lab, proxy.url)
         await client.wait_open(5)
         await proxy.set_fault(fault)
-        assert await until(lambda: client.opens == 2)
+        await wait_until(lambda: client.opens == 2, 10, "the client's second open")
         close = lab.timeline.select(source="client", kind="close")[0]
         assert close.code == 1006 and close.data["was_clean"] is False
         assert [e.detail for e in lab.timeline.select(source="client", kind="open")] == ["first", "reconnect"]
@@ -80,7 +71,7 @@ async def test_stall_is_detected_by_keepalive_then_reconnects():
         await client.wait_open(5)
         for conn in list(proxy.connections):
             await proxy.set_fault("stall", conn=conn)  # this link only: new connections pass
-        assert await until(lambda: client.opens == 2)
+        await wait_until(lambda: client.opens == 2, 10, "the client's second open")
         close = lab.timeline.select(source="client", kind="close")[0]
         assert close.code == 1006 and not close.data["was_clean"]
 
@@ -93,10 +84,11 @@ async def test_refuse_then_pass_reconnects_after_failed_attempts():
         await client.wait_open(5)
         await proxy.set_fault("reset")  # drop the open connection ...
         await proxy.set_fault("refuse")  # ... and refuse every new attempt
-        assert await until(lambda: len(lab.timeline.select(source="client", kind="error")) >= 2)
+        await wait_until(lambda: len(lab.timeline.select(source="client", kind="error")) >= 2, 10,
+                         "two failed attempts")
         assert client.opens == 1
         await proxy.set_fault("pass")
-        assert await until(lambda: client.opens == 2)
+        await wait_until(lambda: client.opens == 2, 10, "the client's second open")
         errors = lab.timeline.select(source="client", kind="error")
         assert any("ConnectionRefusedError" in e.detail for e in errors)
 
@@ -107,7 +99,7 @@ async def test_server_restart_closes_with_1012_and_reconnects():
         client = await start(lab, server.url)
         await client.wait_open(5)
         await server.restart(downtime=0.3)
-        assert await until(lambda: client.opens == 2)
+        await wait_until(lambda: client.opens == 2, 10, "the client's second open")
         close = lab.timeline.select(source="client", kind="close")[0]
         assert close.code == 1012 and close.detail == "reason='service restart' wasClean=True"
 
@@ -131,7 +123,7 @@ async def test_wait_open_fails_at_once_when_the_client_gave_up():
         started = time.monotonic()
         with pytest.raises(LabError, match="stopped without connecting"):
             await client.wait_open(30)
-        assert time.monotonic() - started < 10  # not the full 30 s
+        assert time.monotonic() - started < scaled(10)  # not the full 30 s
 
 
 @pytest.mark.parametrize("code", [1008, 4000, 4401])
@@ -181,7 +173,8 @@ async def test_user_close_does_not_reconnect_and_sends_1000():
         await client.wait_open(5)
         await client.close()
         assert client.state == "closed" and client.opens == 1
-        assert await until(lambda: lab.timeline.select(source="echo", kind="closed"))
+        await wait_until(lambda: lab.timeline.select(source="echo", kind="closed"), 10,
+                         "the server seeing the close")
         assert lab.timeline.select(source="echo", kind="closed")[0].code == 1000
         with pytest.raises(LabError):
             await client.send("too late")
@@ -193,11 +186,12 @@ async def test_close_during_the_handshake_stops_for_good():
         proxy = await start_proxy(lab, server, name="proxy")
         await proxy.set_fault("latency", delay=0.3)  # a slow opening handshake
         client = await start(lab, proxy.url)
-        assert await until(lambda: client.state == "connecting")
+        await wait_until(lambda: client.state == "connecting", 10, "the client connecting")
         await client.close()
         await client.wait_done(5)
         assert client.state == "closed" and client.opens == 0
-        assert await until(lambda: lab.timeline.select(source="echo", kind="closed"))
+        await wait_until(lambda: lab.timeline.select(source="echo", kind="closed"), 10,
+                         "the server seeing the close")
         assert lab.timeline.select(source="echo", kind="closed")[0].code == 1000
 
 
@@ -208,7 +202,7 @@ async def test_lab_close_cancels_run_and_closes_cleanly():
     await client.wait_open(5)
     await lab.close("client")
     assert client.state == "closed"
-    assert await until(lambda: lab.timeline.select(source="echo", kind="closed"))
+    await wait_until(lambda: lab.timeline.select(source="echo", kind="closed"), 10, "the server seeing the close")
     assert lab.timeline.select(source="echo", kind="closed")[0].code == 1000
     await lab.close()
 
@@ -223,14 +217,16 @@ async def test_flapping_server_backs_off_until_a_connection_lasts_min_uptime():
     async with Lab() as lab:
         server = await lab.serve(flap, name="flap")
         client = await start(lab, server.url, min_delay=0.02, max_delay=1.0, factor=2.0, min_uptime=5.0)
-        assert await until(lambda: len(lab.timeline.select(source="client", kind="retry")) >= 4)
+        await wait_until(lambda: len(lab.timeline.select(source="client", kind="retry")) >= 4, 10,
+                         "four retries")
         delays = [e.data["delay"] for e in lab.timeline.select(source="client", kind="retry")][:4]
         assert delays == sorted(delays) and delays[-1] > delays[0]  # grows: no reset on short connections
 
     async with Lab() as lab:
         server = await lab.serve(flap, name="flap")
         client = await start(lab, server.url, min_delay=0.02, max_delay=1.0, factor=2.0, min_uptime=0.0)
-        assert await until(lambda: len(lab.timeline.select(source="client", kind="retry")) >= 4)
+        await wait_until(lambda: len(lab.timeline.select(source="client", kind="retry")) >= 4, 10,
+                         "four retries")
         delays = [e.data["delay"] for e in lab.timeline.select(source="client", kind="retry")][:4]
         assert delays == [0.02] * 4  # every connection "lasted" min_uptime: back to min_delay each time
 
@@ -255,7 +251,7 @@ async def test_injected_clock_drives_uptime():
         client = await start(lab, server.url, clock=lambda: float(next(ticks)) * 10, min_uptime=5.0)
         await client.wait_open(5)
         await server.restart(downtime=0.1)
-        assert await until(lambda: client.opens == 2)
+        await wait_until(lambda: client.opens == 2, 10, "the client's second open")
         close = lab.timeline.select(source="client", kind="close")[0]
         assert close.data["uptime"] >= 10  # fake seconds: each clock read is 10 s later
 
@@ -281,14 +277,14 @@ async def test_buffer_is_flushed_in_order_on_reconnect():
         client = await start(lab, server.url)
         await client.wait_open(5)
         await server.stop()
-        assert await until(lambda: client.state != "open")
+        await wait_until(lambda: client.state != "open", 10, "the client noticing the stop")
         for i in range(5):
             await client.send(f"m{i}")
         assert client.buffered == 5
         await server.start()
         await client.wait_open(10)
         await client.send("m5")  # after the flush: goes straight out, after the others
-        assert await until(lambda: len(app.received) == 6)
+        await wait_until(lambda: len(app.received) == 6, 10, "six messages at the server")
         assert list(app.received) == [f"m{i}" for i in range(6)]
         assert client.buffered == 0
 
@@ -322,9 +318,10 @@ async def run_ledger(recover: bool) -> tuple[list[int], ReconnectingClient, Repl
         await asyncio.sleep(0.2)
         for conn in list(proxy.connections):
             await proxy.set_fault("stall", conn=conn)
-        assert await until(lambda: client.opens == 4)
-        await asyncio.wait_for(publisher, 20)
-        assert await until(lambda: client.last_seq == 399 or (not recover and got and got[-1] == 399))
+        await wait_until(lambda: client.opens == 4, 10, "the client's fourth open")
+        await asyncio.wait_for(publisher, scaled(20))
+        await wait_until(lambda: client.last_seq == 399 or (not recover and got and got[-1] == 399), 10,
+                         "the last message")
         return got, client, app
 
 
@@ -350,15 +347,15 @@ async def test_resync_when_the_gap_is_older_than_the_history():
         client = await start(lab, server.url)
         await client.wait_open(5)
         app.publish("first")
-        assert await until(lambda: client.last_seq == 0)
+        await wait_until(lambda: client.last_seq == 0, 10, "the first message")
         await server.stop()
         for i in range(50):
             app.publish(f"while away {i}")
         await server.start()
-        assert await until(lambda: lab.timeline.select(source="client", kind="resync"))
+        await wait_until(lambda: lab.timeline.select(source="client", kind="resync"), 10, "the resync")
         assert client.gaps == [(1, 40)]  # 41..50 are still in the history of 10
         app.publish("after")
-        assert await until(lambda: client.last_seq == 51)
+        await wait_until(lambda: client.last_seq == 51, 10, "message 51")
         assert app.resyncs == 1
 
 
@@ -373,7 +370,7 @@ async def test_gaps_and_duplicates_are_visible_to_the_application():
         client = await start(lab, server.url)
         seen = []
         client.on_message = lambda m: seen.append(m.seq)
-        assert await until(lambda: len(seen) == 5)
+        await wait_until(lambda: len(seen) == 5, 10, "five messages")
         assert client.gaps == [(2, 2)] and client.duplicates == 1
         assert [e.kind for e in lab.timeline.select(source="client", kind=["gap", "duplicate"])] == ["gap", "duplicate"]
 
@@ -385,8 +382,11 @@ async def test_a_failing_callback_is_recorded_not_raised():
         client.on_message = lambda m: 1 / 0
         await client.wait_open(5)
         await client.send("boom")
-        assert await until(lambda: any("ZeroDivisionError" in e.detail
-                                       for e in lab.timeline.select(source="client", kind="error")))
+
+        def callback_failed() -> bool:
+            return any("ZeroDivisionError" in e.detail for e in lab.timeline.select(source="client", kind="error"))
+
+        await wait_until(callback_failed, 10, "the callback's error recorded")
         assert client.state == "open"
 
 
@@ -412,15 +412,15 @@ async def test_cli_client_prints_events_and_sends_stdin_lines():
         try:
             lines = []
             while not any(" open " in line for line in lines):
-                lines.append((await asyncio.wait_for(proc.stdout.readline(), 20)).decode())
+                lines.append((await asyncio.wait_for(proc.stdout.readline(), scaled(20))).decode())
             app.publish("hello from the server")
             while not any("seq 0: hello from the server" in line for line in lines):
-                lines.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+                lines.append((await asyncio.wait_for(proc.stdout.readline(), scaled(10))).decode())
             proc.stdin.write(b"typed line\n")
             await proc.stdin.drain()
-            assert await until(lambda: list(app.received) == ["typed line"])
+            await wait_until(lambda: list(app.received) == ["typed line"], 10, "the typed line at the server")
             proc.send_signal(signal.SIGTERM)
-            out, _ = await asyncio.wait_for(proc.communicate(), 10)
+            out, _ = await asyncio.wait_for(proc.communicate(), scaled(10))
             assert proc.returncode == 0
             assert "close" in out.decode() and "1000" in out.decode()
         finally:
@@ -437,7 +437,7 @@ async def test_cli_client_exits_1_when_it_gives_up():
         "--max-retries", "2", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    out, _ = await asyncio.wait_for(proc.communicate(), scaled(20))
     assert proc.returncode == 1
     assert "give-up" in out.decode() and "max_retries=2" in out.decode()
 

@@ -128,7 +128,7 @@ class ClosePage:
 
         Raises:
             ScriptError: the browser refused to create it (the exception it threw).
-            LabError: it neither opened nor closed within ``timeout`` seconds.
+            LabError: it neither opened nor closed within ``timeout`` seconds; the page then closes it.
         """
         result = await self._evaluate("url => openSocket(url)", url)
         if "error" in result:
@@ -140,7 +140,13 @@ class ClosePage:
             "i => window.opened.includes(i) || window.closes.some(c => c.socket === i)", i, timeout
         )
         if not done:
-            raise LabError(f"the page's WebSocket to {url} neither opened nor closed within {timeout} s")
+            # Still CONNECTING: the TCP connection is up (or being made), but nothing answered
+            # the opening handshake. Close it, so no half-open socket outlives the error.
+            await self._evaluate("i => closeSocket(i, null)", i)
+            raise LabError(
+                f"the page's WebSocket to {url} got no answer to its opening handshake within {timeout} s: "
+                "is a fault proxy on the way stalled? (a stall lasts, for new connections too, until 'pass')"
+            )
         if await self._evaluate("i => window.opened.includes(i)", i):
             self.timeline.record(self.name, EventKind.OPEN, conn=f"s{i}", detail=url)
         return i

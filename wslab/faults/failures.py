@@ -111,7 +111,9 @@ async def connect_victim(
         raise LabError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAILURE_MODES)}")
     mode = FailureMode(mode)
     if mode in _VIA_PROXY and proxy is None:
-        raise LabError(f"the {mode!r} failure needs a fault proxy: pass proxy=await lab.proxy(server, name=...)")
+        raise LabError(
+            f"the {mode!r} failure needs a fault proxy: pass proxy=await wslab.start_proxy(lab, server, name=...)"
+        )
     name = name or f"victim-{mode}"
     before = set(server.connections)
     victim = Victim(mode, server, None, "", proxy=proxy)  # type: ignore[arg-type]

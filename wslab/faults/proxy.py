@@ -44,7 +44,7 @@ __all__ = ["Fault", "FAULTS", "FaultProxy", "ProxyConnection", "UpstreamUnreacha
 
 
 class Fault(StrEnum):
-    """The proxy's faults. States last until the next fault; events happen once."""
+    """The proxy's faults. States last until another state replaces them; events happen once."""
 
     PASS = "pass"  # state: relay bytes as they come
     LATENCY = "latency"  # state: delay every chunk
@@ -274,7 +274,7 @@ class FaultProxy:
 
         Raises:
             UpstreamUnreachable: nothing accepts connections at the upstream address.
-            OSError: the listening address is taken (see :func:`wslab.lab.bind_error`).
+            OSError: the listening address is taken (see :func:`wslab.runtime.errors.bind_error`).
         """
         proxy = cls(upstream_host, upstream_port, name=name, timeline=timeline)
         await proxy._probe_upstream()

@@ -24,7 +24,6 @@ vanished peer really is.
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 import struct
 import sys
@@ -85,16 +84,6 @@ class SeedErrors:
     def writer_line(self) -> str:
         """The writer's error as the last line of its traceback: ``BrokenPipeError: [Errno 32] ...``."""
         return _line(self.writer_error)
-
-    @property
-    def matches_seed(self) -> bool:
-        """True when the reader got ETIMEDOUT and the writer EPIPE, as in the seed's log."""
-        return (
-            isinstance(self.reader_error, TimeoutError)
-            and getattr(self.reader_error, "errno", None) == errno.ETIMEDOUT
-            and isinstance(self.writer_error, BrokenPipeError)
-            and self.writer_error.errno == errno.EPIPE
-        )
 
 
 def _line(exc: BaseException | None) -> str:

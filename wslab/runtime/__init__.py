@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .display import SourceCode, Table, show_source, table
 from .errors import LabError, WaitTimeout
-from .lab import Lab, LabServer, Restart, check_url, current_lab, new_lab
+from .lab import Lab, LabServer, Restart, check_url, current_lab, new_lab, running_tasks, tasks_left
 from .programs import PROGRAMS, ChildProcess, Program, free_port
 from .timeline import Event, EventKind, Timeline, describe_exception
 from .timing import CLOSE_DEADLINE, TIMEOUT_FACTOR, abort_all, close_within, scaled, wait_until
@@ -15,6 +15,6 @@ from .timing import CLOSE_DEADLINE, TIMEOUT_FACTOR, abort_all, close_within, sca
 __all__ = [
     "CLOSE_DEADLINE", "PROGRAMS", "TIMEOUT_FACTOR", "ChildProcess", "Event", "EventKind", "Lab", "LabError",
     "LabServer", "Program", "Restart", "SourceCode", "Table", "Timeline", "WaitTimeout", "abort_all", "check_url",
-    "close_within", "current_lab", "describe_exception", "free_port", "new_lab", "scaled", "show_source", "table",
-    "wait_until",
+    "close_within", "current_lab", "describe_exception", "free_port", "new_lab", "running_tasks", "scaled",
+    "show_source", "table", "tasks_left", "wait_until",
 ]

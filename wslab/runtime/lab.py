@@ -40,7 +40,10 @@ from .errors import LabError, bind_error
 from .timeline import Timeline, TimelineLogHandler, describe_exception
 from .timing import CLOSE_DEADLINE, abort_all, close_within, wait_until
 
-__all__ = ["Lab", "LabServer", "Restart", "new_lab", "current_lab", "check_url", "host_port", "Handler"]
+__all__ = [
+    "Lab", "LabServer", "Restart", "new_lab", "current_lab", "check_url", "host_port", "Handler",
+    "running_tasks", "tasks_left",
+]
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -416,3 +419,37 @@ async def new_lab() -> Lab:
 def current_lab() -> Lab | None:
     """The lab :func:`new_lab` returned last, if any."""
     return _current
+
+
+def running_tasks() -> set[asyncio.Task]:
+    """Every asyncio task that runs now, except those running the caller: a snapshot for :func:`tasks_left`.
+
+    Take it before the lab starts anything (in a notebook: right after ``new_lab()``).
+    """
+    tasks = {task for task in asyncio.all_tasks() if not task.done()}
+    return tasks - _running_the_caller(tasks)
+
+
+def tasks_left(before: set[asyncio.Task]) -> list[asyncio.Task]:
+    """The tasks that run now and did not run at the ``before`` snapshot: what was left behind.
+
+    After ``await lab.close()`` this should be empty. The rule is "started
+    since the snapshot", never "whose code looks like ours": the kernel's own
+    tasks were all running at the snapshot, wherever their code lives.
+    """
+    return list(running_tasks() - before)
+
+
+def _running_the_caller(tasks: set[asyncio.Task]) -> set[asyncio.Task]:
+    """The current task, and every task in ``tasks`` that waits for it, directly or through others.
+
+    A kernel runs each notebook cell in a fresh chain of tasks, each awaiting the
+    next (ipykernel: ``run_in_context`` -> ``shell_main`` -> ``run_cell_async``);
+    they end with the cell. What a task waits for is ``_fut_waiter``, the
+    attribute asyncio's own ``repr()`` shows as ``wait_for=``.
+    """
+    current = asyncio.current_task()
+    chain: set[asyncio.Future[Any]] = set() if current is None else {current}
+    while waiting := {t for t in tasks if t not in chain and getattr(t, "_fut_waiter", None) in chain}:
+        chain |= waiting
+    return {t for t in tasks if t in chain}

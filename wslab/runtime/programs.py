@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LabError
+from .errors import LabError, WaitTimeout
 from .timeline import EventKind
-from .timing import scaled
+from .timing import scaled, wait_until
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -233,23 +233,26 @@ class ChildProcess:
         finally:
             log.close()
         child = cls(lab, name, process, directory, stop_signal)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + scaled(timeout)
-        while True:
-            if process.returncode is not None:
-                why = f"exited with code {process.returncode}"
-                break
-            with contextlib.suppress(OSError):
-                if await ready(path):
-                    lab.timeline.record(name, EventKind.STARTED, detail=f"pid {process.pid}")
-                    return await lab.track(name, child)
-            if loop.time() >= end:
-                why = f"was not ready within {scaled(timeout):g} s"
-                break
-            await asyncio.sleep(0.02)
+        serving = False
+
+        async def serving_or_exited() -> bool:
+            nonlocal serving
+            with contextlib.suppress(OSError):  # e.g. "connection refused" while it starts
+                serving = process.returncode is None and await ready(path)
+            return serving or process.returncode is not None
+
+        try:
+            await wait_until(serving_or_exited, timeout, f"{name} ready", poll=0.02)
+        except WaitTimeout:
+            why = f"{name} was not ready within {scaled(timeout):g} s"
+        else:
+            if serving:
+                lab.timeline.record(name, EventKind.STARTED, detail=f"pid {process.pid}")
+                return await lab.track(name, child)
+            why = f"{name} exited with code {process.returncode}"
         last = child.last_line(log_name)
         await child.close()
-        raise LabError(f"{name} {why}" + (f": {last}" if last else ""))
+        raise LabError(why + (f": {last}" if last else ""))
 
     def last_line(self, log_name: str = "output.log") -> str:
         """The last non-empty line the program wrote to ``log_name`` in its directory."""

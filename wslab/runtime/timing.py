@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
+
+from websockets.frames import CloseCode
 
 from .errors import LabError, WaitTimeout
 
@@ -41,7 +44,7 @@ __all__ = [
 
 
 def _factor() -> float:
-    text = os.environ.get("WSLAB_TIMEOUT_FACTOR", "1")
+    text = os.environ.get("WSLAB_TIMEOUT_FACTOR") or "1"  # set but empty: the default, like unset
     try:
         value = float(text)
     except ValueError:
@@ -67,11 +70,12 @@ def scaled(seconds: float) -> float:
 
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str, *, poll: float = POLL
+    predicate: Callable[[], object | Awaitable[object]], timeout: float, what: str, *, poll: float = POLL
 ) -> None:
     """Wait until ``predicate()`` is true, at most ``scaled(timeout)`` seconds.
 
-    ``predicate`` may be a plain function or a coroutine function.
+    ``predicate`` may be a plain function or a coroutine function. Its result
+    counts as true the way ``if`` sees it: a non-empty list of events is true.
 
     Raises:
         WaitTimeout: ``"<what> did not happen within <timeout> s"``.
@@ -81,8 +85,8 @@ async def wait_until(
     end = loop.time() + deadline
     while True:
         result = predicate()
-        if not isinstance(result, bool):
-            result = await result  # type: ignore[misc]
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return
         if loop.time() >= end:
@@ -96,12 +100,14 @@ class Closable(Protocol):
     @property
     def transport(self) -> asyncio.Transport: ...
 
-    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None: ...
 
     async def wait_closed(self) -> None: ...
 
 
-async def close_within(ws: Closable, deadline: float = CLOSE_DEADLINE, code: int = 1000, reason: str = "") -> None:
+async def close_within(
+    ws: Closable, deadline: float = CLOSE_DEADLINE, code: int = CloseCode.NORMAL_CLOSURE, reason: str = ""
+) -> None:
     """Close ``ws`` with ``code``; abort the TCP connection if that takes longer than ``deadline``.
 
     A ``send()`` blocked on a peer that stopped reading holds the connection:
