@@ -37,7 +37,8 @@ _MAP_SIZE = re.compile(r"^session \[(?P<id>[^\]]+)\] (?P<change>opened|removed b
 def map_sizes(log: TomcatLog, endpoint: str) -> list[tuple[float, int]]:
     """``(time, size)`` each time the session map of ``endpoint`` (``"Broken"`` or ``"Fixed"``) changed.
 
-    Times are seconds since the epoch, as Tomcat logged them.
+    Times are seconds since the epoch, as Tomcat logged them. Sessions removed at the same moment
+    on different threads may log their sizes out of order (each reads the size after its own removal).
     """
     sizes = []
     for record in log.records:
