@@ -41,6 +41,7 @@ from ..runtime.errors import LabError
 from ..runtime.lab import Lab
 from ..runtime.timing import scaled
 from ..runtime.tomcat import launch_tomcat
+from .netns import IPTABLES
 
 RETRIES2 = Path("/proc/sys/net/ipv4/tcp_retries2")
 
@@ -58,8 +59,9 @@ def blackhole(port: int) -> list[str]:
     """Drop every packet to or from ``port`` as it arrives (the INPUT chain), like a vanished laptop."""
     rules = [["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
              ["INPUT", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]
+    iptables = IPTABLES.require()  # by its full path: /usr/sbin is not on every user's PATH
     for rule in rules:
-        subprocess.run(["iptables", "-w", "-A", *rule], check=True, capture_output=True, timeout=10)
+        subprocess.run([iptables, "-w", "-A", *rule], check=True, capture_output=True, timeout=10)
     return [" ".join(["-A", *rule]) for rule in rules]
 
 
@@ -94,12 +96,15 @@ async def run(args: argparse.Namespace) -> dict:
             tomcat = await launch_tomcat(lab, args.source, classes=args.classes, fine=args.fine,
                                          properties=properties, timeout=args.timeout)
             result.update(javac_s=tomcat.javac_s, start_s=tomcat.start_s)
-            ports = []
-            for _ in range(args.clients):
-                process, port = await start_client(tomcat.url(args.path), tomcat.ca_file, args.ping)
-                clients.append(process)
-                ports.append(port)
-            result["client_ports"] = ports
+            # The clients connect side by side; every one that started is kept, so that all get killed.
+            outcomes = await asyncio.gather(
+                *(start_client(tomcat.url(args.path), tomcat.ca_file, args.ping) for _ in range(args.clients)),
+                return_exceptions=True)
+            clients += [outcome[0] for outcome in outcomes if isinstance(outcome, tuple)]
+            errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            if errors:
+                raise errors[0]
+            result["client_ports"] = ports = [port for _, port in outcomes]
             await asyncio.sleep(args.settle)  # let broadcasts flow, as they would for a while in production
             # The fault: first the firewall (so even the FIN of the kill below is lost), then kill -9.
             result["rules"] = [rule for port in ports for rule in blackhole(port)]
