@@ -177,16 +177,20 @@ def test_a_vanished_client_makes_tomcat_log_the_seeds_read_timeout(broken_run):
     reads = [r for r in failures if r.trace.contains("WsFrameServer.onDataAvailable")]
     writes = [r for r in failures if r.trace.contains("WsRemoteEndpointBasic.sendText")
               or r.trace.contains("sendMessageBlockInternal")]
-    assert reads and len(reads) + len(writes) == len(failures)
+    seen = [(r.source, r.trace.exception, round(r.at - broken_run.fault_at, 3)) for r in failures]
+    assert reads and len(reads) + len(writes) == len(failures), seen
     first = reads[0]
     assert first.source == "org.apache.tomcat.websocket.pojo.PojoEndpointBase.onError"
     assert first.trace.exception == TIMED_OUT
     alignment = align(SEED_READ, first.trace)
     assert alignment.in_order and alignment.found == 14, alignment.summary()
     # Not instant (that would be a FIN or an RST), and not minutes (the default tcp_retries2).
-    assert 1.0 < first.at - broken_run.fault_at < scaled(3.0)
-    # one error per session: Broken has no @OnError, so Tomcat logs it "without error handling"
-    assert len(broken_run.log.find("No error handling configured", since=broken_run.fault_at)) == CLIENTS
+    assert 1.0 < first.at - broken_run.fault_at < scaled(3.0), seen
+    # The kernel hands ETIMEDOUT to one system call per socket, then clears it: one such error per
+    # session, which Tomcat logs "without error handling" (Broken has no @OnError). Later writes to
+    # the dead socket get EPIPE: sometimes a broadcast logs the seed's other error, Broken pipe.
+    onerror = [r for r in failures if r.source == "org.apache.tomcat.websocket.pojo.PojoEndpointBase.onError"]
+    assert len(onerror) == CLIENTS, seen
 
 
 @needs_netns
@@ -252,52 +256,49 @@ async def _drain(ws) -> None:
         pass
 
 
-async def _death(classes: Path, fault: str, path: str, text: str, timeout: float, **properties):
-    """Connect through the fault proxy, inflict ``fault``, return (Tomcat's record of it, seconds after)."""
+async def _death(lab: Lab, tomcat, fault: str, path: str, text: str, timeout: float):
+    """Connect through a fault proxy, inflict ``fault``, return Tomcat's record of it and how long it took."""
+    endpoint = path[1:].capitalize()
+    opened = len(map_sizes(tomcat.log(), endpoint))
+    proxy = await start_proxy(lab, tomcat.port, name=f"proxy-{fault}")
+    ws = await lab.connect(f"wss://127.0.0.1:{proxy.port}{path}", name=f"client-{fault}",
+                           ssl=tomcat.ssl_context(), compression=None, max_size=None)
+    lab.spawn(_drain(ws), name=f"drain-{fault}")  # read every broadcast: only the fault may stop the reading
+    await wait_until(lambda: len(map_sizes(tomcat.log(), endpoint)) > opened, 10, "the session opening", poll=0.05)
+    fault_at = time.time()
+    await proxy.set_fault(fault)
+    await wait_until(lambda: tomcat.log().first(text, since=fault_at) is not None, timeout,
+                     f"Tomcat logging {text!r} after a {fault}", poll=0.05)
+    await asyncio.sleep(0.3)  # the rest of the record: its frames
+    record = tomcat.log().first(text, since=fault_at)
+    return record, record.at - fault_at
+
+
+@needs_tomcat
+async def test_what_tomcat_logs_for_each_death_through_the_fault_proxy(classes):
+    # One Tomcat for the three (each start costs seconds). 256 KiB messages: a stalled reader's
+    # kernel buffers (several MB on loopback) fill in about 1.5 s; with 64 KiB it takes about 6 s.
     async with Lab() as lab:
-        tomcat = await launch_tomcat(lab, classes=classes, properties=properties)
-        proxy = await start_proxy(lab, tomcat.port, name="proxy")
-        ws = await lab.connect(f"wss://127.0.0.1:{proxy.port}{path}", name="client", ssl=tomcat.ssl_context(),
-                               compression=None, max_size=None)
-        lab.spawn(_drain(ws), name="drain")  # read every broadcast, or Tomcat's sends would block anyway
-        await wait_until(lambda: bool(map_sizes(tomcat.log(), path[1:].capitalize())), 10, "the session opening",
-                         poll=0.05)
-        fault_at = time.time()
-        await proxy.set_fault(fault)
-        await wait_until(lambda: tomcat.log().first(text, since=fault_at) is not None, timeout,
-                         f"Tomcat logging {text!r}", poll=0.05)
-        await asyncio.sleep(0.3)  # the record's frames
-        log = tomcat.log()
-    record = log.first(text, since=fault_at)
-    return record, record.at - fault_at, log
+        tomcat = await launch_tomcat(lab, classes=classes, properties={"lab.payloadBytes": 262144})
 
+        # FIN: the read returns end-of-stream, at once.
+        record, after = await _death(lab, tomcat, "close", "/broken", "java.io.EOFException", 5)
+        assert record.trace.exception == "java.io.EOFException"
+        assert record.trace.frames[0].where == "org.apache.tomcat.util.net.NioEndpoint$NioSocketWrapper.fillReadBuffer"
+        assert after < scaled(2.0), after
 
-@needs_tomcat
-async def test_a_fin_is_an_eof_exception_at_once(classes):
-    record, after, _ = await _death(classes, "close", "/broken", "java.io.EOFException", 5)
-    assert record.trace.exception == "java.io.EOFException"
-    assert record.trace.frames[0].where == "org.apache.tomcat.util.net.NioEndpoint$NioSocketWrapper.fillReadBuffer"
-    assert after < scaled(2.0)
+        # RST: the seed's very read fails, at once, with another error.
+        record, after = await _death(lab, tomcat, "reset", "/broken", "Connection reset", 5)
+        assert record.trace.exception == "java.net.SocketException: Connection reset"
+        assert align(SEED_READ, record.trace).in_order
+        assert after < scaled(2.0), after
 
-
-@needs_tomcat
-async def test_an_rst_is_a_connection_reset_on_the_seeds_read_path(classes):
-    record, after, _ = await _death(classes, "reset", "/broken", "Connection reset", 5)
-    assert record.trace.exception == "java.net.SocketException: Connection reset"
-    assert align(SEED_READ, record.trace).in_order  # the same read as the seed's, another error
-    assert after < scaled(2.0)
-
-
-@needs_tomcat
-async def test_a_stalled_reader_ends_in_the_fixed_endpoints_write_timeout(classes):
-    # The proxy stops reading; Tomcat's sends fill the kernel buffers, then block; after
-    # BLOCKING_SEND_TIMEOUT (2 s on Fixed) the send fails. 256 KiB messages fill the buffers
-    # (several MB on loopback) in about 1.5 s; 64 KiB ones would take about 6 s.
-    record, after, log = await _death(classes, "stall", "/fixed", "Write timeout", 30, **{"lab.payloadBytes": 262144})
-    assert record.source == "lab.Fixed.broadcast" and record.level == "WARNING"
-    assert "java.net.SocketTimeoutException: Write timeout" in record.message
-    assert 2.0 < after < scaled(15.0)  # never before the send deadline
-    assert map_sizes(log, "Fixed")[-1][1] == 0
+        # Stall: sends fill the buffers, then block; Fixed's BLOCKING_SEND_TIMEOUT (2 s) ends the wait.
+        record, after = await _death(lab, tomcat, "stall", "/fixed", "Write timeout", 30)
+        assert record.source == "lab.Fixed.broadcast" and record.level == "WARNING"
+        assert "java.net.SocketTimeoutException: Write timeout" in record.message
+        assert 2.0 < after < scaled(15.0), after  # never before the send deadline
+        assert map_sizes(tomcat.log(), "Fixed")[-1][1] == 0
 
 
 # -- the lab's handling of the process --------------------------------------------------------
