@@ -139,6 +139,7 @@ class VanishRun:
         fault_at: When the DROP rules were in and the clients were killed.
         until: The text waited for, and ``until_at`` when each record containing it was logged.
         client_ports: The clients' local ports: the DROP rules' ports.
+        client_paths: The endpoint each of those clients was connected to, e.g. ``/broken``.
         rules: The iptables rules added inside the namespace.
         tcp_retries2: The setting inside the namespace.
         javac_s, start_s: Seconds for javac, and for Tomcat to start (inside).
@@ -151,6 +152,7 @@ class VanishRun:
     until: str
     until_at: list[float]
     client_ports: list[int]
+    client_paths: list[str]
     rules: list[str]
     tcp_retries2: int
     javac_s: float
@@ -180,7 +182,7 @@ async def run_vanish(
     sources: Sequence[str | Path] = (),
     *,
     classes: str | Path | None = None,
-    path: str = "/broken",
+    path: str | Sequence[str] = "/broken",
     clients: int = 1,
     retries2: int | None = 1,
     until: str = TIMED_OUT,
@@ -193,6 +195,9 @@ async def run_vanish(
     name: str = "netns",
 ) -> VanishRun:
     """Start Tomcat in fresh namespaces, let ``clients`` connect to ``path``, and make them vanish.
+
+    ``path`` may name several endpoints (``("/broken", "/fixed")``): ``clients`` connect to each,
+    all vanish at once, and one Tomcat start serves both.
 
     Args:
         sources, classes: The endpoints, as ``.java`` files or compiled classes (see :func:`~wslab.runtime.tomcat.launch_tomcat`).
@@ -211,8 +216,10 @@ async def run_vanish(
     if reason is not None:
         raise LabError(reason)
     argv = [*namespace_command(), "--", sys.executable, "-m", "wslab.faults.netns_driver", "run",
-            "--host-netns", str(os.stat("/proc/self/ns/net").st_ino), "--path", path, "--clients", str(clients),
+            "--host-netns", str(os.stat("/proc/self/ns/net").st_ino), "--clients", str(clients),
             "--until", until, "--watch", str(watch), "--settle", str(settle), "--timeout", str(timeout)]
+    paths = [path] if isinstance(path, str) else list(path)
+    argv += [arg for each in paths for arg in ("--path", each)]
     argv += [arg for source in sources for arg in ("--source", str(Path(source).resolve()))]
     argv += ["--classes", str(Path(classes).resolve())] if classes is not None else []
     argv += ["--retries2", str(retries2)] if retries2 is not None else []
@@ -224,18 +231,21 @@ async def run_vanish(
     # Our directory, not the driver's: if the driver is killed, its files still go with this one.
     with tempfile.TemporaryDirectory(prefix="wslab-netns-") as work:
         os.chmod(work, 0o755)
-        lab.timeline.record(name, EventKind.STARTED, detail=f"{clients} clients on {path}")
+        lab.timeline.record(name, EventKind.STARTED, detail=f"{clients} clients on {', '.join(paths)}")
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "TMPDIR": work}, start_new_session=True,
         )
+        # Tomcat's start and the wait each have their own timeout inside; this one bounds the rest.
+        deadline = scaled(2 * timeout + watch + settle + 30)
         try:
-            # Tomcat's start and the wait each have their own timeout inside; this one bounds the rest.
-            stdout, stderr = await asyncio.wait_for(process.communicate(), scaled(2 * timeout + watch + settle + 30))
-        except BaseException:  # the deadline, or the notebook's "interrupt"
+            stdout, stderr = await asyncio.wait_for(process.communicate(), deadline)
+        except BaseException as exc:  # the deadline, or the notebook's "interrupt"
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # unshare and the driver; the PID namespace takes the rest
             await process.wait()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise LabError(f"the run in the namespace did not end within {deadline:g} s; it was killed") from None
             raise
     wall_s = time.monotonic() - started
     after = host_network()
@@ -249,7 +259,7 @@ async def run_vanish(
         raise LabError(f"in the namespace: {result['error']}")
     return VanishRun(
         log=TomcatLog(result["log"]), fault_at=result["fault_at"], until=until, until_at=result["until_at"],
-        client_ports=result["client_ports"], rules=result["rules"], tcp_retries2=result["tcp_retries2"],
-        javac_s=result["javac_s"], start_s=result["start_s"], wall_s=wall_s, host_before=before, host_after=after,
-        interfaces=result["interfaces"],
+        client_ports=result["client_ports"], client_paths=result["client_paths"], rules=result["rules"],
+        tcp_retries2=result["tcp_retries2"], javac_s=result["javac_s"], start_s=result["start_s"], wall_s=wall_s,
+        host_before=before, host_after=after, interfaces=result["interfaces"],
     )

@@ -97,14 +97,15 @@ async def run(args: argparse.Namespace) -> dict:
                                          properties=properties, timeout=args.timeout)
             result.update(javac_s=tomcat.javac_s, start_s=tomcat.start_s)
             # The clients connect side by side; every one that started is kept, so that all get killed.
+            paths = [path for path in args.path or ["/broken"] for _ in range(args.clients)]
             outcomes = await asyncio.gather(
-                *(start_client(tomcat.url(args.path), tomcat.ca_file, args.ping) for _ in range(args.clients)),
-                return_exceptions=True)
+                *(start_client(tomcat.url(path), tomcat.ca_file, args.ping) for path in paths), return_exceptions=True)
             clients += [outcome[0] for outcome in outcomes if isinstance(outcome, tuple)]
             errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
             if errors:
                 raise errors[0]
             result["client_ports"] = ports = [port for _, port in outcomes]
+            result["client_paths"] = paths
             await asyncio.sleep(args.settle)  # let broadcasts flow, as they would for a while in production
             # The fault: first the firewall (so even the FIN of the kill below is lost), then kill -9.
             result["rules"] = [rule for port in ports for rule in blackhole(port)]
@@ -114,7 +115,7 @@ async def run(args: argparse.Namespace) -> dict:
             await asyncio.gather(*(process.wait() for process in clients))
             deadline = time.monotonic() + scaled(args.timeout)
             while args.until and time.monotonic() < deadline:
-                if len(tomcat.log().find(args.until, since=fault_at)) >= args.clients:
+                if len(tomcat.log().find(args.until, since=fault_at)) >= len(clients):
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(args.watch + 0.3)  # the aftermath; and the last record's frames arrive
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--host-netns", type=int, required=True, help="the host's network namespace inode")
     runner.add_argument("--source", action="append", default=[], help="an endpoint's .java file")
     runner.add_argument("--classes", default=None, help="or a directory of compiled classes")
-    runner.add_argument("--path", default="/broken", help="the endpoint the clients connect to")
-    runner.add_argument("--clients", type=int, default=1)
+    runner.add_argument("--path", action="append", default=[], help="an endpoint the clients connect to")
+    runner.add_argument("--clients", type=int, default=1, help="how many clients connect to each path")
     runner.add_argument("--retries2", type=int, default=None, help="net.ipv4.tcp_retries2 in the namespace")
     runner.add_argument("--until", default="", help="wait until Tomcat logs this once per client")
     runner.add_argument("--watch", type=float, default=0.0, help="then watch the log for this many seconds")
