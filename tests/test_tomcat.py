@@ -241,6 +241,7 @@ def test_the_fixed_endpoint_removes_the_sessions_then_the_log_is_quiet(fixed_run
 def test_the_hosts_network_settings_are_untouched(request, scenario):
     run = request.getfixturevalue(scenario)
     assert run.tcp_retries2 == 1 and run.interfaces == ["lo"]
+    assert run.client_paths == [{"broken_run": "/broken", "fixed_run": "/fixed"}[scenario]] * CLIENTS
     assert len(run.rules) == 2 * CLIENTS and all(" -j DROP" in rule for rule in run.rules)
     assert run.host_unchanged
     assert run.host_after.tcp_retries2 == host_network().tcp_retries2 != 1
@@ -304,16 +305,15 @@ async def test_what_tomcat_logs_for_each_death_through_the_fault_proxy(classes):
 # -- the lab's handling of the process --------------------------------------------------------
 
 
+def _command(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and text in _command(int(entry.name))]
 
 
 @needs_tomcat
@@ -326,6 +326,20 @@ async def test_rerunning_replaces_tomcat_and_lab_close_leaves_no_java_process(cl
         assert lab["tomcat"] is second
     assert not second.running and not second.base.exists()
     assert _processes_mentioning(str(second.base)) == []
+
+
+@needs_netns
+async def test_closing_the_lab_during_a_vanish_run_leaves_nothing_behind(classes):
+    before = host_network()
+    async with Lab() as lab:
+        lab.spawn(run_vanish(lab, classes=classes, watch=60), name="vanish")
+        # Tomcat's CATALINA_BASE is under the run's own temporary directory, wslab-netns-*.
+        await wait_until(lambda: any("java" in _command(pid) for pid in _processes_mentioning("wslab-netns-")), 30,
+                         "Tomcat starting in the namespace", poll=0.1)
+    # lab.close() cancelled the run: unshare and the driver got SIGKILL, the kernel killed the rest.
+    await wait_until(lambda: not _processes_mentioning("wslab-netns-"), 5, "every process of the run exiting")
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("wslab-netns-*"))
+    assert host_network() == before
 
 
 @needs_tomcat
