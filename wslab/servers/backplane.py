@@ -1,39 +1,40 @@
 """Several server processes, one broadcast: fan-out and replay through a real Redis.
 
-One :class:`~wslab.servers.fixed.FixedServer` keeps its sessions in a dict and
-its history in its own memory. Run two of them and a broadcast reaches only
-the sessions of the process that sent it. :class:`BackplaneServer` is
-FixedServer (the same removal, keepalive and isolation, unchanged: the fix
-composes with scale-out) whose broadcasts go through Redis:
+One :class:`~wslab.servers.fixed.FixedServer` keeps its sessions and history in
+its own memory: run two, and a broadcast reaches only the sessions of the
+process that sent it. :class:`BackplaneServer` is FixedServer (removal,
+keepalive and isolation unchanged: the fix composes with scale-out) whose
+broadcasts go through Redis:
 
-* **Numbering.** ``publish()`` runs one Lua script in Redis: ``INCR`` gives the
-  next number (global: every process shares it), ``XADD`` appends the frame to
-  a stream (``MAXLEN ~ maxlen``), ``PUBLISH`` sends it to every process. A
-  script runs atomically, so the numbers, the stream and the pub/sub order agree.
-* **Fan-out.** Each process subscribes to the channel and puts every frame
-  into each of its own sessions' outboxes, in number order. Even a process's
-  own broadcasts come back this way: one path, one order.
+* **Numbering.** ``publish()`` runs one Lua script: ``INCR`` gives the next
+  number, shared by every process; ``XADD`` appends the frame to a stream
+  (``MAXLEN ~ maxlen``); ``PUBLISH`` sends it to every process. A script runs
+  atomically, so the numbers, the stream and the pub/sub order agree.
+* **Fan-out.** Each process subscribes, and puts every frame into each of its
+  sessions' outboxes, in number order; its own broadcasts too: one path, one order.
 * **Replay across processes.** A client that reconnects to *any* process with
-  ``?last_seq=N`` gets N+1, N+2, ... read from the stream (``XRANGE``), then
-  live frames, with no gap and no duplicate; or ``resync`` when the stream no
-  longer holds its gap. The protocol is :class:`~wslab.servers.replay.ReplayServer`'s,
-  so :class:`~wslab.clients.reconnect.ReconnectingClient` works unchanged.
-* **Redis going away.** The process keeps its sessions (and their keepalive),
-  records ``backplane-down``, and reconnects with capped exponential backoff.
-  Broadcasts meanwhile cannot be numbered: they are counted as ``lost``. Back
-  on Redis, it reads from the stream what pub/sub did not deliver while it was
-  away (``catch-up``); if Redis itself restarted empty, the numbering restarted
-  too, and its clients get ``resync``.
+  ``?last_seq=N`` gets N+1, N+2, ... from the stream (``XRANGE``), then live
+  frames, or ``resync`` if the stream no longer holds its gap: ReplayServer's
+  protocol, so :class:`~wslab.clients.reconnect.ReconnectingClient` works unchanged.
+* **Redis going away.** The process keeps its sessions, records
+  ``backplane-down`` and reconnects with capped exponential backoff. Broadcasts
+  meanwhile cannot be numbered: they are counted as ``lost``. Back on Redis, it
+  reads from the stream what pub/sub did not bring while it was away
+  (``catch-up``). If Redis restarted empty, the numbering restarted too: its
+  clients get ``resync``, then the new numbers from 1.
 
-Why pub/sub for the live path, and not a loop on ``XREAD BLOCK``: pub/sub
-pushes each frame the moment it is published; an XREAD loop must send a new
-XREAD after every batch, one more round trip before the next frame can come.
-Measured on this lab's 2-core machine, a reader in its own process, 500 frames/s
-of 64 bytes: pub/sub p50 0.5-0.6 ms, XREAD BLOCK p50 1.6-1.8 ms (at 5,000/s XREAD
-batches and the difference fades). Pub/sub is at-most-once, though: a frame
-published while a subscriber is disconnected is gone for it. The stream is
-what makes that recoverable, so both are used: pub/sub to be fast, the stream
-to be complete.
+Why pub/sub for the live path, and not each process looping on ``XREAD BLOCK``
+on the stream? Not speed: measured (``benchmarks/bench_backplane.py``, part 3,
+one reader process, 100 to 2,000 frames/s on this lab's 2-core machine) the
+two are within noise of each other, p50 0.4-1.2 ms for both. Three reasons:
+PUBLISH keeps Redis's fan-out stateless (no cursor per process, no command per
+batch from each reader); it is what real adapters do (Socket.IO's Redis
+adapter); and its weakness is the lesson. Pub/sub is at-most-once: a frame
+published while a subscriber is disconnected is gone for it. An XREAD loop
+would resume from its cursor and hide that; here the process reads the gap
+from the stream after each reconnect (``catch_up``), and notebook 07 switches
+that off to show what pub/sub alone loses. Pub/sub to be pushed, the stream to
+be complete.
 
 Limit: Redis here keeps nothing on disk. A client that was away while Redis
 restarted, and comes back after the new numbering has passed its ``last_seq``,
@@ -48,7 +49,6 @@ import asyncio
 import contextlib
 import os
 import random
-import time
 import uuid
 from typing import Any
 
@@ -89,13 +89,16 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 
-RESUME_LIMIT = 10_000  # most frames one XRANGE may return (MAXLEN ~ may keep a little more than maxlen)
-
-
 def _unpack(packed: bytes) -> tuple[int, bytes | str]:
-    """``b"t42 81237.5 hello"`` -> ``(42, "42 81237.5 hello")``: the number, and the frame as it was sent."""
+    """``b"t42 81237.5 hello"`` -> ``(42, "42 81237.5 hello")``: the number, and the frame as it was sent.
+
+    Raises:
+        ValueError: ``packed`` is not what the PUBLISH script makes.
+    """
+    if packed[:1] not in (b"t", b"b"):
+        raise ValueError(f"not a backplane frame: {packed[:40]!r}")
     frame = packed[1:]
-    seq = int(frame[: frame.index(b" ")])
+    seq = int(frame[: frame.index(b" ")])  # int() and index() raise ValueError too
     return seq, frame.decode() if packed[:1] == b"t" else frame
 
 
@@ -174,7 +177,6 @@ class BackplaneServer(FixedServer):
         self._redis: redis.asyncio.Redis | None = None
         self._publish: Any = None  # the PUBLISH script, bound to the current connection
         self._suspect = False  # a publish failed: the link should reconnect even if its socket looks fine
-        self._resuming: dict[ServerConnection, int] = {}  # handler -> register(): the client's last_seq
         self._held: dict[int, list[tuple[int | None, bytes | str]]] = {}  # live frames for resuming sessions
         self._floors: dict[int, int] = {}  # sessions ahead of this process: skip frames up to this number
         self._resumes: dict[int, asyncio.Task] = {}
@@ -204,7 +206,7 @@ class BackplaneServer(FixedServer):
                     with contextlib.suppress(Exception):  # the connection is dead already
                         await asyncio.wait_for(client.aclose(), CLOSE_DEADLINE)
                 # Capped exponential backoff with equal jitter (see wslab.clients.backoff for the others).
-                ceiling = min(self.max_delay, self.min_delay * 2**failures)
+                ceiling = min(self.max_delay, self.min_delay * 2 ** min(failures, 30))
                 failures += 1
                 await asyncio.sleep(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
         finally:
@@ -220,9 +222,18 @@ class BackplaneServer(FixedServer):
             await self._catch_up(client, epoch, int(top))
             self._came_up()
             while True:
+                if pubsub.connection is None or not pubsub.connection.is_connected:
+                    # redis-py would reconnect and subscribe again by itself, silently: whatever was
+                    # published meanwhile would be lost without a trace. Start over here instead.
+                    raise RedisError("the subscription's connection is closed")
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
-                    self._deliver(*_unpack(message["data"]))
+                    try:
+                        seq, frame = _unpack(message["data"])
+                    except ValueError:  # someone else's PUBLISH on our channel: not ours to deliver
+                        self.timeline.record(self.name, EventKind.LOG, detail=f"ignored {message['data'][:40]!r}")
+                        continue
+                    self._deliver(seq, frame)
                 elif self._suspect:  # a publish failed while this socket stayed quiet: start over
                     raise RedisError("a publish failed")
         finally:
@@ -244,7 +255,7 @@ class BackplaneServer(FixedServer):
         if top > self.last_seq and not self.catch_up:
             self.last_seq = top  # pub/sub alone: what was published while we were away is lost here
         elif top > self.last_seq:
-            entries = await client.xrange(self.stream, f"0-{self.last_seq + 1}", f"0-{top}", count=RESUME_LIMIT)
+            entries = await client.xrange(self.stream, f"0-{self.last_seq + 1}", f"0-{top}")
             first = _seq_of_entry(entries[0][0]) if entries else top + 1
             if first > self.last_seq + 1:  # the stream no longer holds all we missed
                 missed = (self.last_seq + 1, first - 1)
@@ -286,10 +297,10 @@ class BackplaneServer(FixedServer):
 
     async def publish(self, data: bytes | str) -> int | None:
         """Number ``data`` and hand it to Redis. Returns its number, or None if Redis was unreachable (lost)."""
-        tail = encode(0, data)[2:]  # "SENT_AT data": the script puts the real number in front
         if self._publish is None or not self.connected:
             self.lost += 1
             return None
+        tail = encode(0, data)[2:]  # "SENT_AT data": the script puts the real number in front
         try:
             seq = await self._publish(keys=[self.counter, self.stream, self.channel],
                                       args=[self.maxlen, "t" if isinstance(data, str) else "b", tail])
@@ -343,17 +354,11 @@ class BackplaneServer(FixedServer):
 
     # -- sessions that come back with last_seq --------------------------------------------
 
-    async def handler(self, ws: ServerConnection) -> None:
-        """FixedServer's handler; a client with ``?last_seq=N`` gets its gap first (see :meth:`register`)."""
-        last_seq = last_seq_of(ws.request.path if ws.request else "")
-        if last_seq is not None:
-            self._resuming[ws] = last_seq
-        await super().handler(ws)
-
     def register(self, ws: ServerConnection) -> int:
-        """Add the session. From this moment every frame reaches it live, so its gap is what came before."""
+        """FixedServer's handler calls this first. From this moment every frame reaches the session live,
+        so a client that came back with ``?last_seq=N`` is missing N+1 up to what this process delivered."""
         session_id = super().register(ws)
-        last_seq = self._resuming.pop(ws, None)
+        last_seq = last_seq_of(ws.request.path if ws.request else "")
         if last_seq is not None:
             self._held[session_id] = []
             self._resumes[session_id] = asyncio.create_task(self._resume(session_id, ws, last_seq, self.last_seq))
@@ -365,10 +370,10 @@ class BackplaneServer(FixedServer):
                              last_seq=last_seq)
         client = self._redis
         try:
-            if client is None or known is None:
+            if known is None or (last_seq != known and client is None):
                 raise RedisError("not connected to the backplane")
             if last_seq < known:
-                entries = await client.xrange(self.stream, f"0-{last_seq + 1}", f"0-{known}", count=RESUME_LIMIT)
+                entries = await client.xrange(self.stream, f"0-{last_seq + 1}", f"0-{known}")
                 first = _seq_of_entry(entries[0][0]) if entries else known + 1
                 if first > last_seq + 1:  # the stream was trimmed past the client's gap
                     self._resync(session_id, ws, (last_seq + 1, first - 1), first)
