@@ -16,6 +16,8 @@ goes to a log in its temporary directory: :meth:`ServerProcess.lines`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -41,6 +43,7 @@ class ServerProcess:
         self.name = name
         self.url = url
         self.process = process
+        self._final: list[str] | None = None  # its output, kept by stop() before its directory goes
 
     @property
     def pid(self) -> int:
@@ -51,16 +54,28 @@ class ServerProcess:
         return self.process.running
 
     def lines(self) -> list[str]:
-        """Everything it printed so far (stdout and stderr), one string per line."""
-        return _read(self.process.directory)
+        """Everything it printed so far (stdout and stderr), one string per line; after :meth:`stop`, all of it."""
+        return self._final if self._final is not None else _read(self.process.directory)
 
     async def kill(self) -> None:
         """``kill -9``: the process dies at once; its clients' connections end without a close frame."""
         await self.process.kill()
 
-    async def stop(self) -> None:
-        """SIGTERM, like Ctrl-C: it closes its connections (1001) and exits."""
+    async def stop(self, deadline: float = 5.0) -> int | None:
+        """SIGTERM, like Ctrl-C: it closes its connections (1001) and exits. Returns its exit code.
+
+        Its output stays readable with :meth:`lines`; then its directory is deleted
+        (and it gets SIGKILL if it has not exited within ``deadline`` seconds).
+        """
+        process = self.process.process
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(process.wait(), deadline)
+        self._final = _read(self.process.directory)
         await self.process.close()
+        return process.returncode
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"exited {self.process.process.returncode}"
