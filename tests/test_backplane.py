@@ -52,6 +52,10 @@ class Ledger:
     def _next_url(self, _: object) -> None:
         self.client.url = self.urls[(self.urls.index(self.client.url) + 1) % len(self.urls)]
 
+    def upto(self, last: int) -> list[int]:
+        """The numbers received, up to ``last``."""
+        return [seq for seq in self.seqs if seq <= last]
+
 
 async def backplane_app(lab: Lab, url: str, name: str, **options) -> BackplaneServer:
     app = BackplaneServer(lab.timeline, name, backplane=url, **options)
@@ -67,6 +71,15 @@ async def publish_all(app: BackplaneServer, count: int, interval: float = 0.0) -
         seqs.append(seq)
         await asyncio.sleep(interval)
     return seqs
+
+
+async def publish_past(app: BackplaneServer, ledgers: list[Ledger], last: int) -> None:
+    """Broadcast until every client is live past ``last``: what it lacks of the ledger by then, it never gets."""
+    async def everyone_past() -> bool:
+        await app.publish("after the ledger")
+        return all(ledger.seqs and ledger.seqs[-1] > last for ledger in ledgers)
+
+    await wait_until(everyone_past, 15, f"every client past number {last}", poll=0.02)
 
 
 async def recv_all(ws, count: int) -> list:
@@ -155,6 +168,7 @@ async def test_fan_out_between_two_real_server_processes():
 # -- replay across processes -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_kill_9_of_one_process_mid_broadcast_loses_nothing_with_replay():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -172,18 +186,17 @@ async def test_kill_9_of_one_process_mid_broadcast_loses_nothing_with_replay():
             if n == 300:
                 await procs[0].kill()  # kill -9, mid-broadcast
             published += await publish_all(publisher, 1, interval=0.002)
+        await publish_past(publisher, replay + no_replay, published[-1])
 
-        await wait_until(lambda: all(ledger.seqs[-1:] == published[-1:] for ledger in replay + no_replay), 15,
-                         "every client has the last broadcast")
         for ledger in replay:
-            assert ledger.seqs == published, f"{ledger.client.name}: lost or duplicated messages"
+            assert ledger.upto(published[-1]) == published, f"{ledger.client.name}: lost or duplicated messages"
             assert ledger.client.gaps == [] and ledger.client.duplicates == 0
-        on_p0 = [ledger for ledger in replay if ledger.client.opens == 2]
-        assert len(on_p0) == 3 and all(ledger.client.url == urls[1] for ledger in on_p0), "p0's clients moved to p1"
+        for ledger in replay[::2] + no_replay:  # the clients of p0
+            assert ledger.client.opens >= 2 and ledger.client.url == urls[1], "moved to p1, the survivor"
         # The control: the same kill, without replay, loses what was broadcast while they were away.
         for ledger in no_replay:
-            assert ledger.client.opens == 2 and len(set(ledger.seqs)) < len(published)
-            assert set(ledger.seqs) <= set(published)
+            received = ledger.upto(published[-1])
+            assert len(received) < len(published) and set(received) <= set(published)
 
 
 async def test_a_gap_older_than_the_stream_gets_resync_then_what_the_stream_holds():
