@@ -8,22 +8,27 @@ run, and a missing redis-server fails them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+import wslab.runtime.redis
 from wslab.clients.reconnect import Message, ReconnectingClient
+from wslab.runtime.errors import LabError
 from wslab.runtime.lab import Lab
+from wslab.runtime.programs import free_port
 from wslab.runtime.redis import REDIS, start_redis
 from wslab.runtime.timing import scaled, wait_until
 from wslab.servers.backplane import BackplaneServer, _unpack, start_backplane
 from wslab.servers.process import start_server_process
 from wslab.servers.wire import Numbered, Resync, decode
 
-pytestmark = pytest.mark.skipif(REDIS.skip_reason() is not None, reason=str(REDIS.skip_reason()))
+needs_redis = pytest.mark.skipif(REDIS.skip_reason() is not None, reason=str(REDIS.skip_reason()))
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -107,6 +112,36 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+# -- the program -------------------------------------------------------------------------------
+
+
+def test_a_missing_redis_server_skips_with_the_install_command_on_a_laptop_and_fails_in_ci(monkeypatch):
+    missing = dataclasses.replace(REDIS, executables=("/nonexistent/redis-server",), env_var=None)
+    monkeypatch.delenv("CI", raising=False)
+    reason = missing.skip_reason()
+    assert reason is not None and "sudo apt install redis-server" in reason and "brew install redis" in reason
+    monkeypatch.setenv("CI", "true")
+    assert missing.skip_reason() is None  # in CI: no skip, the test runs and fails
+    with pytest.raises(LabError, match="apt install redis-server"):
+        missing.require()
+
+
+@needs_redis
+async def test_start_redis_tries_another_port_when_its_port_was_taken(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy])
+        monkeypatch.setattr(wslab.runtime.redis, "free_port", lambda: next(ports, None) or free_port())
+        async with Lab() as lab:
+            redis = await start_redis(lab)
+            assert redis.port != busy and await redis.client().ping()
+            assert lab.timeline.select(source="redis-server", kind="exited")[0].detail == f"port {busy} was taken: trying another"
+            with pytest.raises(LabError, match=f"Failed listening on port {busy}"):
+                await start_redis(lab, name="pinned", port=busy)  # a port you chose is not replaced
+
+
 # -- the frame ------------------------------------------------------------------------------
 
 
@@ -115,6 +150,7 @@ def test_unpack_gives_the_number_and_the_frame_as_sent():
     assert _unpack(b"b7 1.000000 \x00\xff") == (7, b"7 1.000000 \x00\xff")
 
 
+@needs_redis
 async def test_frames_arrive_in_the_labs_wire_format_text_and_binary():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -135,6 +171,7 @@ async def test_frames_arrive_in_the_labs_wire_format_text_and_binary():
 # -- fan-out ---------------------------------------------------------------------------------
 
 
+@needs_redis
 async def test_fan_out_reaches_every_client_of_every_process_in_one_order():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -150,6 +187,7 @@ async def test_fan_out_reaches_every_client_of_every_process_in_one_order():
         assert all(app.delivered == 50 and app.lost == 0 for app in apps)
 
 
+@needs_redis
 async def test_fan_out_between_two_real_server_processes():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -168,6 +206,7 @@ async def test_fan_out_between_two_real_server_processes():
 # -- replay across processes -------------------------------------------------------------------
 
 
+@needs_redis
 @pytest.mark.slow
 async def test_kill_9_of_one_process_mid_broadcast_loses_nothing_with_replay():
     async with Lab() as lab:
@@ -199,6 +238,7 @@ async def test_kill_9_of_one_process_mid_broadcast_loses_nothing_with_replay():
             assert len(received) < len(published) and set(received) <= set(published)
 
 
+@needs_redis
 async def test_a_gap_older_than_the_stream_gets_resync_then_what_the_stream_holds():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -224,6 +264,7 @@ async def test_a_gap_older_than_the_stream_gets_resync_then_what_the_stream_hold
 # -- Redis going away ---------------------------------------------------------------------------
 
 
+@needs_redis
 async def test_a_lost_subscription_is_at_most_once_and_the_stream_recovers_it():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -251,6 +292,7 @@ async def test_a_lost_subscription_is_at_most_once_and_the_stream_recovers_it():
         assert full.client.opens == partial.client.opens == 1, "the WebSocket connections never noticed"
 
 
+@needs_redis
 async def test_a_redis_restart_does_not_crash_a_server_process_and_fan_out_comes_back():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -281,6 +323,7 @@ async def test_a_redis_restart_does_not_crash_a_server_process_and_fan_out_comes
         assert not any("Traceback" in line for line in lines), "\n".join(lines)
 
 
+@needs_redis
 async def test_a_client_that_resumes_while_redis_is_down_is_told_to_come_back_later():
     async with Lab() as lab:
         redis = await start_redis(lab)
@@ -303,6 +346,7 @@ async def test_a_client_that_resumes_while_redis_is_down_is_told_to_come_back_la
 # -- closing -----------------------------------------------------------------------------------------
 
 
+@needs_redis
 async def test_lab_close_leaves_no_redis_server_and_no_server_process_behind():
     lab = Lab()
     try:

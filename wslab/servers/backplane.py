@@ -89,6 +89,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 
+
 def _unpack(packed: bytes) -> tuple[int, bytes | str]:
     """``b"t42 81237.5 hello"`` -> ``(42, "42 81237.5 hello")``: the number, and the frame as it was sent.
 
@@ -102,10 +103,9 @@ def _unpack(packed: bytes) -> tuple[int, bytes | str]:
     return seq, frame.decode() if packed[:1] == b"t" else frame
 
 
-def _seq_of_entry(entry_id: bytes | str) -> int:
+def _seq_of_entry(entry_id: bytes) -> int:
     """Stream entries are numbered ``0-SEQ``: the entry id is the broadcast's number."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-")[1])
+    return int(entry_id.split(b"-")[1])
 
 
 class BackplaneServer(FixedServer):
@@ -286,11 +286,7 @@ class BackplaneServer(FixedServer):
         self.connected = False
 
     async def wait_connected(self, timeout: float = 5.0) -> None:
-        """Wait until :meth:`run` is subscribed, at most ``timeout`` seconds (scaled).
-
-        Raises:
-            WaitTimeout: not subscribed in time (the timeline's ``backplane-down`` says why).
-        """
+        """Wait until :meth:`run` is subscribed, at most ``timeout`` s (scaled), or raise WaitTimeout."""
         await wait_until(lambda: self.connected, timeout, f"{self.name} subscribed to {self.backplane}")
 
     # -- broadcasting: Redis numbers, then every process delivers ------------------------
