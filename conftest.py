@@ -13,6 +13,7 @@ import pytest
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import wslab.runtime.chromium  # noqa: F401  (registers the programs the notebooks need)
+    import wslab.runtime.redis  # noqa: F401
     from wslab.runtime.programs import notebook_skip_reason
 
     for item in items:
