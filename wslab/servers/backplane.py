@@ -58,7 +58,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection
 
-from ..runtime.errors import LabError
+from ..runtime.errors import LabError, WaitTimeout
 from ..runtime.lab import Lab, LabServer
 from ..runtime.timeline import EventKind, Timeline, describe_exception
 from ..runtime.timing import CLOSE_DEADLINE, close_within, wait_until
@@ -420,9 +420,14 @@ async def start_backplane(
     """Serve ``app`` in ``lab``, run its link to Redis as a lab task, and return once it is subscribed.
 
     Raises:
-        WaitTimeout: it could not subscribe within ``timeout`` seconds (scaled); it keeps trying.
+        WaitTimeout: it could not subscribe within ``timeout`` seconds (scaled), with Redis's
+            last error; it goes on trying in the background.
     """
     server = await start_app(lab, app, name=name, **serve_options)
     lab.spawn(app.run(), name=f"{server.name}-link")
-    await app.wait_connected(timeout)
+    try:
+        await app.wait_connected(timeout)
+    except WaitTimeout as exc:
+        down = app.timeline.select(source=app.name, kind=EventKind.BACKPLANE_DOWN)
+        raise WaitTimeout(f"{exc}: {down[-1].detail if down else 'no answer'}") from None
     return server
