@@ -136,16 +136,20 @@ async def load(urls: list[str]) -> dict:
     procs = [await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--worker", str(per), *urls,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26) for _ in range(WORKERS)]
-    for proc in procs:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        assert line.strip() == b"ready", line
-    start = time.monotonic() + WARMUP
-    for proc in procs:
-        proc.stdin.write(f"{start} {start + DURATION}\n".encode())
-        await proc.stdin.drain()
-    results = [json.loads(await asyncio.wait_for(proc.stdout.readline(), DURATION + 60)) for proc in procs]
-    for proc in procs:
-        await proc.wait()
+    try:
+        for proc in procs:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line.strip() == b"ready", line
+        start = time.monotonic() + WARMUP
+        for proc in procs:
+            proc.stdin.write(f"{start} {start + DURATION}\n".encode())
+            await proc.stdin.drain()
+        results = [json.loads(await asyncio.wait_for(proc.stdout.readline(), DURATION + 60)) for proc in procs]
+    finally:  # interrupted or not, no worker outlives the run
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
     return {
         "latencies": [x for r in results for x in r["latencies"]],
         "received": sum(r["received"] for r in results),

@@ -56,15 +56,18 @@ async def ping(host: str, port: int, timeout: float = 1.0) -> bool:
     before it answers them (and answers ``-LOADING`` while it reads its data).
     Spoken in Redis's own protocol, so the runtime needs no Redis library.
     """
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(b"PING\r\n")
-            return await reader.readline() == b"+PONG\r\n"
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(b"PING\r\n")
+                return await reader.readline() == b"+PONG\r\n"
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except OSError:  # refused, reset, or TimeoutError (an OSError too): not answering
+        return False
 
 
 class RedisServer:

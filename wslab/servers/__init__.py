@@ -1,4 +1,4 @@
-"""Servers: the seed's naive server, the fixed ones, and the replaying one; all :class:`ServerApp`\\ s.
+"""Servers: the seed's naive server, the fixed ones, the replaying one and the Redis backplane; all :class:`ServerApp`\\ s.
 
 :data:`SERVERS` lists every variant by name, in the order of notebook 02's
 ablation; ``wslab serve --server NAME`` offers the same list.
