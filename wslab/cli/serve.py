@@ -46,7 +46,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backplane", metavar="URL",
         help="with --server backplane: the Redis the server processes share, e.g. redis://127.0.0.1:6379 "
-        "(default: start a redis-server of its own, and print its URL on stderr)",
+        "(default: start a redis-server of its own, print its URL on stderr, and stop it on exit; "
+        "a kill -9 leaves it running)",
     )
     p.set_defaults(run=cmd_serve)
 
