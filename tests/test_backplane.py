@@ -224,7 +224,7 @@ async def test_kill_9_of_one_process_mid_broadcast_loses_nothing_with_replay():
         for n in range(1000):
             if n == 300:
                 await procs[0].kill()  # kill -9, mid-broadcast
-            published += await publish_all(publisher, 1, interval=0.002)
+            published += await publish_all(publisher, 1, interval=0.005)
         await publish_past(publisher, replay + no_replay, published[-1])
 
         for ledger in replay:
