@@ -405,6 +405,10 @@ async def main() -> int:
     print("\n== 3. fan-out path: one reader process, 2 s at each rate, 48-byte frames from the PUBLISH script")
     for rate in (100.0, 500.0, 2000.0):
         await fanout_paths(rate)
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"\nnote: load average {load:.2f} on {os.cpu_count()} CPUs: other processes took CPU time during "
+              f"the run, and every latency above includes waiting for it; compare runs on a quiet machine")
     print(f"\n{'all targets met' if not failures else 'targets NOT met: ' + ', '.join(failures)}")
     return 1 if failures else 0
 
