@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
 from wslab.runtime.timing import scaled
+from wslab.runtime.redis import REDIS
 from wslab.servers import SERVERS
 
 DEADLINE = scaled(20)  # seconds for anything that should take well under one
@@ -237,6 +238,8 @@ def test_serve_prints_a_url_clients_connect_to_and_stops_on_signal(running, sig)
 
 @pytest.mark.parametrize("variant", sorted(SERVERS))
 def test_every_server_variant_serves_broadcasts_and_stops(running, variant):
+    if variant == "backplane" and REDIS.skip_reason():  # it starts a redis-server of its own
+        pytest.skip(REDIS.skip_reason())
     server = running("serve", "--server", variant, "--broadcast-interval", "0.1")
     url = server.line()
     assert url.startswith("ws://127.0.0.1:"), (url, server.seen)

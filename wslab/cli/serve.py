@@ -9,8 +9,9 @@ import sys
 import textwrap
 
 from ..runtime.lab import Lab
-from ..servers import SERVERS, make_app, start_app
-from .common import PrintingTimeline, port, print_line, run_async, seconds, size, stop_on_signals
+from ..runtime.redis import start_redis
+from ..servers import SERVERS, BackplaneServer, make_app, start_app, start_backplane
+from .common import PrintingTimeline, fail, port, print_line, run_async, seconds, size, stop_on_signals
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "--payload-size", type=size, default=0, metavar="BYTES",
         help="add BYTES random bytes to each broadcast, to fill a stalled client's buffers (default: 0)",
     )
+    p.add_argument(
+        "--backplane", metavar="URL",
+        help="with --server backplane: the Redis the server processes share, e.g. redis://127.0.0.1:6379 "
+        "(default: start a redis-server of its own, print its URL on stderr, and stop it on exit; "
+        "a kill -9 leaves it running)",
+    )
     p.set_defaults(run=cmd_serve)
 
 
@@ -54,16 +61,25 @@ async def _serve(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     # Only what the user asked for overrides the variant's own serve_options (its keepalive).
     overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
+    if args.backplane and args.server != "backplane":
+        return fail("serve", f"--backplane is for --server backplane, not --server {args.server}")
     async with Lab(PrintingTimeline()) as lab:
-        app = make_app(args.server, lab.timeline)
-        server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
+        if args.server == "backplane":
+            url = args.backplane or (await start_redis(lab)).url
+            app = make_app(args.server, lab.timeline, backplane=url)
+            assert isinstance(app, BackplaneServer)
+            server = await start_backplane(lab, app, host=args.host, port=args.port, **overrides)
+        else:
+            app = make_app(args.server, lab.timeline)
+            server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
         print_line(server.url)
         lab.timeline.start_printing()
         if args.broadcast_interval:
             payload = os.urandom(args.payload_size)
             # Named after the server, so it can't collide with a variant called "broadcast".
             lab.spawn(app.broadcast_forever(args.broadcast_interval, payload), name=f"{args.server}-broadcasts")
-        print_line(f"wslab serve: {args.server} server at {server.url}; Ctrl-C stops it", file=sys.stderr)
+        via = f", broadcasts through Redis at {app.backplane}" if isinstance(app, BackplaneServer) else ""
+        print_line(f"wslab serve: {args.server} server at {server.url}{via}; Ctrl-C stops it", file=sys.stderr)
         await stop.wait()
     return 0
 

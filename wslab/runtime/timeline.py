@@ -34,6 +34,9 @@ class EventKind(StrEnum):
     REMOVED = "removed"  # a session left the session map, with the reason
     RESUME = "resume"  # a client came back with its last_seq
     RESYNC = "resync"  # a gap older than the history: the client must reload
+    BACKPLANE_UP = "backplane-up"  # a server process is subscribed to Redis (again)
+    BACKPLANE_DOWN = "backplane-down"  # it lost Redis: local sessions stay, broadcasts are lost until it is back
+    CATCH_UP = "catch-up"  # back on Redis, it read what it missed from the stream
     LOG = "log"  # websockets logged something (instead of printing it)
     # the lab's tasks
     TASK_DONE = "task-done"

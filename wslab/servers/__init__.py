@@ -1,4 +1,4 @@
-"""Servers: the seed's naive server, the fixed ones, and the replaying one; all :class:`ServerApp`\\ s.
+"""Servers: the seed's naive server, the fixed ones, the replaying one and the Redis backplane; all :class:`ServerApp`\\ s.
 
 :data:`SERVERS` lists every variant by name, in the order of notebook 02's
 ablation; ``wslab serve --server NAME`` offers the same list.
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..runtime.timeline import Timeline
+from .backplane import BackplaneServer, start_backplane
 from .base import ServerApp, SessionServer, start_app
 from .fixed import BroadcastServer, FixedServer, Outbox, set_tcp_user_timeout
 from .naive import NaiveServer
@@ -19,6 +20,7 @@ from .wire import stamp, unstamp
 
 __all__ = [
     "SERVERS",
+    "BackplaneServer",
     "BroadcastServer",
     "FixedServer",
     "NaiveServer",
@@ -30,6 +32,7 @@ __all__ = [
     "set_tcp_user_timeout",
     "stamp",
     "start_app",
+    "start_backplane",
     "unstamp",
 ]
 
@@ -48,6 +51,7 @@ SERVERS: dict[str, tuple[Callable[..., ServerApp], str]] = {
     "fixed": (FixedServer, "removal, keepalive, and a bounded outbox per client with a send deadline"),
     "broadcast": (BroadcastServer, "removal, websockets' own keepalive and broadcast(): never waits, never bounds"),
     "replay": (ReplayServer, "numbers broadcasts; replays a reconnecting client's gap from a bounded history"),
+    "backplane": (BackplaneServer, "fixed, with broadcasts numbered, fanned out and replayed through Redis (--backplane)"),
 }
 
 
