@@ -331,7 +331,7 @@ class BackplaneServer(FixedServer):
     def _fan_out(self, seq: int | None, message: bytes | str) -> None:
         if not self._held and not self._floors:
             for session_id, ws in list(self.sessions.items()):  # FixedServer.broadcast, isolation on
-                self._put(session_id, ws, message)
+                self.enqueue(session_id, ws, message)
             return
         for session_id, ws in list(self.sessions.items()):
             held = self._held.get(session_id)
@@ -346,7 +346,7 @@ class BackplaneServer(FixedServer):
             if seq <= floor:
                 return  # the client has it already (it came from a process that was ahead of this one)
             del self._floors[session_id]
-        self._put(session_id, ws, message)
+        self.enqueue(session_id, ws, message)
 
     # -- sessions that come back with last_seq --------------------------------------------
 
@@ -374,7 +374,7 @@ class BackplaneServer(FixedServer):
                 if first > last_seq + 1:  # the stream was trimmed past the client's gap
                     self._resync(session_id, ws, (last_seq + 1, first - 1), first)
                 for _, fields in entries:
-                    self._put(session_id, ws, _unpack(fields[b"f"])[1])
+                    self.enqueue(session_id, ws, _unpack(fields[b"f"])[1])
                 self.replayed += len(entries)
             elif last_seq > known:
                 top = int(await client.get(self.counter) or 0)
@@ -397,7 +397,7 @@ class BackplaneServer(FixedServer):
         why = f"missed {missed[0]}-{missed[1]}" if missed else f"last_seq from the future, going on from {next_seq}"
         self.timeline.record(self.name, EventKind.RESYNC, conn=f"s{session_id}", detail=why, missed=missed)
         self.resyncs += 1
-        self._put(session_id, ws, encode_resync(missed, next_seq))
+        self.enqueue(session_id, ws, encode_resync(missed, next_seq))
 
     def remove(self, session_id: int, reason: str) -> None:
         """FixedServer's removal, plus the session's replay, if one is under way."""
