@@ -452,7 +452,7 @@ from hypothesis import strategies as st  # noqa: E402
 def test_last_seq_round_trips_through_the_client_url(last_seq):
     client = ReconnectingClient("ws://127.0.0.1:9/feed?room=a")
     client.sequence.last_seq = last_seq
-    url = client._url()
+    url = client.resume_url()
     assert last_seq_of(url) == last_seq and "room=a" in url
     client.recover = False
-    assert client._url() == "ws://127.0.0.1:9/feed?room=a"
+    assert client.resume_url() == "ws://127.0.0.1:9/feed?room=a"

@@ -36,3 +36,15 @@ __all__ = [
     "wait_until",
 ]
 __version__ = "0.1.0"
+
+# The groups below the runtime, reachable as ``wslab.checks`` and so on after a plain ``import wslab``
+# (an exercise's check cell says ``wslab.checks.check_...``), but imported only on first use.
+_GROUPS = ("faults", "servers", "clients", "studies", "checks", "cli")
+
+
+def __getattr__(name: str) -> object:
+    if name in _GROUPS:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

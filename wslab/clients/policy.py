@@ -18,13 +18,14 @@ the I/O: connecting, reading, sleeping.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from websockets.asyncio.client import process_exception
 
 from .backoff import Backoff
 from .closecodes import RETRY, retry_reason, should_retry
 
-__all__ = ["CloseEvent", "Retry", "GiveUp", "Decision", "ReconnectPolicy", "SequenceTracker", "Seen"]
+__all__ = ["CloseEvent", "Retry", "GiveUp", "Decision", "Policy", "ReconnectPolicy", "SequenceTracker", "Seen"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,18 @@ class GiveUp:
 
 
 Decision = Retry | GiveUp
+
+
+class Policy(Protocol):
+    """What :class:`~wslab.clients.reconnect.ReconnectingClient` asks of its decision-maker.
+
+    :class:`ReconnectPolicy` is the lab's; an exercise check plugs in one
+    that asks the student's function instead.
+    """
+
+    retries: int
+
+    def decide(self, outcome: CloseEvent | BaseException, uptime: float = 0.0) -> Decision: ...
 
 
 class ReconnectPolicy:

@@ -51,7 +51,7 @@ from ..runtime.timing import CLOSE_DEADLINE, close_within, scaled
 from ..servers.wire import Numbered, Resync, decode
 from . import closecodes
 from .backoff import Backoff
-from .policy import CloseEvent, GiveUp, ReconnectPolicy, SequenceTracker
+from .policy import CloseEvent, GiveUp, Policy, ReconnectPolicy, SequenceTracker
 
 __all__ = ["ReconnectingClient", "ClientState", "CloseEvent", "Message", "BufferFull"]
 
@@ -104,6 +104,9 @@ class ReconnectingClient:
             backoff (and the retry count) to start again from the beginning,
             so that a server that accepts then drops at once is not hammered.
         retry_table: Close code -> reconnect or not (:data:`wslab.clients.closecodes.RETRY`).
+        policy: A ready decision-maker (a :class:`~wslab.clients.policy.ReconnectPolicy`,
+            or anything with its ``decide`` and ``retries``); replaces the
+            backoff options, ``max_retries``, ``min_uptime`` and ``retry_table``.
         buffer_size: How many messages :meth:`send` keeps while disconnected.
         recover: Ask the server to replay missed messages on reconnect (by
             putting ``last_seq`` in the URL). Sequence numbers are tracked,
@@ -133,6 +136,7 @@ class ReconnectingClient:
         max_retries: int | None = None,
         min_uptime: float = 5.0,
         retry_table: dict[int | range, bool] = closecodes.RETRY,
+        policy: Policy | None = None,
         buffer_size: int = 100,
         recover: bool = True,
         record_messages: bool = True,
@@ -147,8 +151,8 @@ class ReconnectingClient:
         self.backoff = backoff if backoff is not None else Backoff(
             min_delay=min_delay, max_delay=max_delay, factor=factor, jitter=jitter, seed=seed, rng=rng)
         # Every decision (retry or give up, how long to wait) is made by this object, without I/O.
-        self.policy = ReconnectPolicy(self.backoff, retry_table=retry_table, max_retries=max_retries,
-                                      min_uptime=min_uptime)
+        self.policy: Policy = policy if policy is not None else ReconnectPolicy(
+            self.backoff, retry_table=retry_table, max_retries=max_retries, min_uptime=min_uptime)
         self.open_timeout = open_timeout
         self.buffer_size = buffer_size
         self.recover = recover
@@ -229,7 +233,7 @@ class ReconnectingClient:
         """One connection attempt: ``(connection, None)``, or ``(None, the error)`` after recording it."""
         self.state = ClientState.CONNECTING
         self.attempts += 1
-        url = self._url()
+        url = self.resume_url()
         self._record(EventKind.CONNECTING, detail=url, attempt=self.attempts)
         started = self.clock()
         try:
@@ -251,7 +255,7 @@ class ReconnectingClient:
         self._record(EventKind.OPEN, detail="first" if first else "reconnect", attempt=self.attempts,
                      handshake=self._handshake)
         try:
-            await self._flush(ws)
+            await self.flush_buffer(ws)
             self.state = ClientState.OPEN
             self._opened.set()
             self._call(self.on_open, first)
@@ -318,7 +322,11 @@ class ReconnectingClient:
         """How many messages wait for the next connection."""
         return len(self._buffer)
 
-    async def _flush(self, ws: ClientConnection) -> None:
+    async def flush_buffer(self, ws: ClientConnection) -> None:
+        """Send what :meth:`send` kept while disconnected, in order, on the new connection ``ws``.
+
+        :meth:`run` calls it right after each opening handshake, before anything else is sent.
+        """
         # Remove a message only once it is sent: if the link dies here, the rest waits for the next one.
         while self._buffer:
             await ws.send(self._buffer[0])
@@ -366,8 +374,12 @@ class ReconnectingClient:
     def retries(self) -> int:
         return self.policy.retries
 
-    def _url(self) -> str:
-        """The URL for the next attempt: with ``last_seq`` once a numbered message was seen."""
+    def resume_url(self) -> str:
+        """The URL for the next attempt: with ``?last_seq=N`` once a numbered message was seen.
+
+        That number is how a :class:`~wslab.servers.replay.ReplayServer` knows
+        where to resume: it replays every message after ``N`` it still has.
+        """
         if not self.recover or self.last_seq is None:
             return self.url
         parts = urllib.parse.urlsplit(self.url)
