@@ -59,7 +59,9 @@ def test_every_mistake_in_the_answer_gets_its_own_hint():
     misspelt = judge(_closed(1011, "backoff"))
     not_asked = judge(CloseRun("1012", 1012, seen=CloseEvent(0, 1012, "service restart", True)))
     assert not any(c.passed for c in (threw, undefined, misspelt, not_asked))
-    assert threw.message == "1008 policy violation: decide(event) threw TypeError: Cannot read properties of undefined (reading 'x')"
+    assert threw.message == (
+        "1008 policy violation: decide(event) threw TypeError: Cannot read properties of undefined (reading 'x')"
+    )
     assert "returned undefined: return a string" in undefined.message
     assert "returned 'backoff': the answers are exactly 'retry', 'back off' and 'stop'" in misspelt.message
     assert "decide(event) was not asked" in not_asked.message
@@ -69,7 +71,8 @@ def test_every_mistake_in_the_answer_gets_its_own_hint():
 def test_a_close_that_never_came_or_came_with_another_code_fails_without_blaming_the_answer():
     silent = judge(CloseRun("1012", 1012, bound=5.0))
     assert not silent.passed and "did not fire within 5 s of the 1012 close" in silent.message
-    other = judge(CloseRun("1012", 1012, seen=CloseEvent(0, 1006, "", False), decision=Decision(0, "back off", "string")))
+    other = judge(CloseRun("1012", 1012, seen=CloseEvent(0, 1006, "", False),
+                           decision=Decision(0, "back off", "string")))
     assert not other.passed and "drove a 1012 close, but the page saw code=1006" in other.message
     broken = judge(CloseRun("1001", 1001, error="the page's WebSocket to ws://... got no answer"))
     assert not broken.passed and broken.message == "the page's WebSocket to ws://... got no answer"

@@ -44,7 +44,7 @@ from .report import Case, Report
 __all__ = ["CLOSES", "MEANS", "WHY", "CloseRun", "check_onclose", "drive_closes", "judge", "start_page"]
 
 # The closes the check drives, in order: case name -> the code the page should see.
-CLOSES: dict[str, int] = {"1000": 1000, "1001": 1001, "1008": 1008, "1011": 1011, "1012": 1012, "4001": 4001, "1006": 1006}
+CLOSES: dict[str, int] = {str(code): code for code in (1000, 1001, 1008, 1011, 1012, 4001, 1006)}
 
 CONTROL = "control"  # the healthy socket's case: nothing closes it
 
@@ -63,7 +63,7 @@ WHY = {
     1011: "the server failed while handling this connection: reconnecting at once may hit the same failure",
     1012: "the server announced a restart: it listens again in a moment",
     4001: "4000-4999 are the application's own codes, for refusals like 'banned': reconnecting repeats them",
-    1006: "no close frame came (wasClean is false): a reset or a dead link, and the network or server may still be down",
+    1006: "no close frame came (wasClean is false): a reset or a dead link; the network or server may still be down",
 }
 
 
@@ -113,7 +113,8 @@ def judge(run: CloseRun) -> Case:
         return Case(run.case, False, f"{label}: decide(event) threw {answer.error}")
     if answer.answer is None:
         return Case(run.case, False,
-                    f"{label}: decide(event) returned {answer.returned}: return a string, 'retry', 'back off' or 'stop'")
+                    f"{label}: decide(event) returned {answer.returned}: "
+                    "return a string, 'retry', 'back off' or 'stop'")
     if answer.answer not in set(AfterClose):
         return Case(run.case, False,
                     f"{label}: decide(event) returned {answer.answer!r}: the answers are exactly "
@@ -171,7 +172,9 @@ async def start_page(lab: Lab, source: str, *, name: str = "decide") -> tuple[Cl
     return page, server, proxy, control
 
 
-async def _one_close(page: ClosePage, server: LabServer, proxy: FaultProxy, case: str, code: int, bound: float) -> CloseRun:
+async def _one_close(
+    page: ClosePage, server: LabServer, proxy: FaultProxy, case: str, code: int, bound: float
+) -> CloseRun:
     if code == 1006:
         socket = await page.open(proxy.url + "/wait", timeout=bound)
         await proxy.set_fault("reset")  # RST both ways: no close frame anywhere

@@ -17,6 +17,12 @@ ranges of codes; an exact code wins over a range::
 
 A close the *user* asked for (``client.close()``) never reconnects, whatever
 the table says: that decision is made before the table is read.
+
+:func:`after_close` splits "retry" in two, for a page's ``onclose``: retry
+soon after a planned goodbye (1001, 1012), back off after anything else::
+
+    >>> after_close(1012), after_close(1006, was_clean=False), after_close(1008)
+    (<AfterClose.RETRY: 'retry'>, <AfterClose.BACK_OFF: 'back off'>, <AfterClose.STOP: 'stop'>)
 """
 
 from __future__ import annotations
