@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from wslab import Lab, LabError
-from wslab.clients.page import ScriptError, open_page, page_url, serve_page
+from wslab.clients.page import Decision, ScriptError, open_page, page_url, serve_page
 from wslab.faults.proxy import start_proxy
 from wslab.runtime.chromium import TEST_HOST, browser_available, browser_skip_reason, launch_browser
 from wslab.runtime.programs import Program
@@ -108,6 +108,63 @@ async def test_the_page_sees_1000_1012_and_1006():
 
 async def _hold(ws):
     await ws.wait_closed()
+
+
+@needs_browser
+async def test_onclose_asks_the_installed_decider_and_records_its_answer_or_error_per_socket():
+    async def handler(ws):
+        match ws.request.path:
+            case "/1008":
+                await ws.close(1008, "not allowed")
+            case "/1000":
+                await ws.close(1000, "done")
+            case _:
+                await ws.wait_closed()
+
+    async with Lab() as lab:
+        browser = await launch_browser(lab, timeout=scaled(30))
+        page = await open_page(browser, page_url(await serve_page(lab, name="pages")))
+        server = await lab.serve(handler, name="server")
+
+        # Before a decider is installed, onclose decides nothing.
+        i = await page.open(server.url + "/1000", timeout=scaled(10))
+        assert (await page.wait_close(i, timeout=scaled(10))).code == 1000
+        assert await page.decision(i) is None
+
+        # A script that doesn't run, or defines no function of that name, is refused in one line.
+        for source, error in [("function decide(event) {", "SyntaxError"),
+                              ("function other(event) {}", "ReferenceError: decide is not defined"),
+                              ("const decide = 3;", "TypeError: decide is number, not a function"),
+                              ("throw 'no'", "throw: no")]:
+            with pytest.raises(ScriptError) as raised:
+                await page.install_decider(source)
+            assert str(raised.value).startswith(error) and "\n" not in str(raised.value)
+        with pytest.raises(LabError, match="not a JavaScript function name"):
+            await page.install_decider("", name="de cide")
+
+        # The script runs in its own scope: helpers and constants beside the function are fine.
+        await page.install_decider(
+            "const STOP = [1008];\n"
+            "function decide(event) {\n"
+            "  if (event.code === 1000) return undefined;\n"
+            "  if (event.code === 1006) throw new RangeError('no close frame');\n"
+            "  return STOP.includes(event.code) && event.wasClean ? 'stop' : 'retry';  // a comment last\n"
+            "}"
+        )
+        healthy = await page.open(server.url + "/wait", timeout=scaled(10))
+        policy = await page.open(server.url + "/1008", timeout=scaled(10))
+        assert (await page.wait_close(policy, timeout=scaled(10))).code == 1008
+        assert await page.decision(policy) == Decision(policy, "stop", "string", None)
+        normal = await page.open(server.url + "/1000", timeout=scaled(10))
+        await page.wait_close(normal, timeout=scaled(10))
+        assert str(await page.decision(normal)) == "returned undefined, not a string"
+        proxy = await start_proxy(lab, server, name="proxy")
+        reset = await page.open(proxy.url + "/wait", timeout=scaled(10))
+        await proxy.set_fault("reset")
+        assert (await page.wait_close(reset, timeout=scaled(10))).code == 1006
+        assert (await page.decision(reset)).error == "RangeError: no close frame"
+        # The healthy socket is still open, and nothing was decided for it.
+        assert await page.ready_state(healthy) == 1 and await page.decision(healthy) is None
 
 
 @needs_browser

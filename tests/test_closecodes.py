@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from wslab.clients import closecodes
-from wslab.clients.closecodes import CODES, RETRY, describe, name, retry_reason, should_retry
+from wslab.clients.closecodes import (
+    CODES,
+    RETRY,
+    RETRY_SOON,
+    AfterClose,
+    after_close,
+    describe,
+    name,
+    retry_reason,
+    should_retry,
+)
 
 
 def test_every_rfc_6455_code_has_a_name_and_a_meaning():
@@ -53,3 +63,19 @@ def test_table_renders_every_entry():
     text = str(closecodes.table())
     assert len(text.splitlines()) == len(RETRY) + 2
     assert "4000-4999" in text and "<table>" in closecodes.table()._repr_html_()
+
+
+def test_after_close_stops_exactly_where_the_retry_table_says_stop():
+    for code in [*CODES, 2999, 3000, 3999, 4000, 4001, 4999]:
+        assert (after_close(code) == AfterClose.STOP) == (not should_retry(code)), code
+
+
+def test_after_close_retries_soon_only_after_a_clean_planned_goodbye():
+    assert after_close(1001) == after_close(1012) == "retry"
+    assert set(RETRY_SOON) == {1001, 1012}
+    for code in (1000, 1005, 1006, 1011, 1013, 1014):
+        assert after_close(code) == AfterClose.BACK_OFF == "back off", code
+    assert after_close(1012, was_clean=False) == "back off"  # the closing handshake did not complete
+    assert after_close(None, was_clean=False) == "back off"  # no code counts as 1006
+    assert after_close(1008, was_clean=False) == "stop"  # a refusal stays a refusal
+    assert after_close(4000, table={**RETRY, 4000: True}) == "back off"  # the table is configurable

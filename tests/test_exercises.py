@@ -81,6 +81,8 @@ def test_the_exercise_cell_defines_what_the_check_uses_and_imports_what_it_needs
     exercise = _tagged(nb, "exercise")
     tree = ast.parse(exercise)
     defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    # Or names the cell assigns: notebook 03's student writes JavaScript, in a string (DECIDE = """...""").
+    defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     check = _tagged(nb, "check")
     used = {n.id for n in ast.walk(ast.parse(check)) if isinstance(n, ast.Name)}
     assert used & defined, f"the check cell uses none of the exercise's functions {sorted(defined)}"

@@ -17,14 +17,24 @@ ranges of codes; an exact code wins over a range::
 
 A close the *user* asked for (``client.close()``) never reconnects, whatever
 the table says: that decision is made before the table is read.
+
+:func:`after_close` splits "retry" in two, for a page's ``onclose``: retry
+soon after a planned goodbye (1001, 1012), back off after anything else::
+
+    >>> after_close(1012), after_close(1006, was_clean=False), after_close(1008)
+    (<AfterClose.RETRY: 'retry'>, <AfterClose.BACK_OFF: 'back off'>, <AfterClose.STOP: 'stop'>)
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from enum import StrEnum
 
-__all__ = ["CloseCode", "CODES", "RETRY", "describe", "name", "should_retry", "retry_reason", "table"]
+__all__ = [
+    "CloseCode", "CODES", "RETRY", "RETRY_SOON", "AfterClose", "after_close",
+    "describe", "name", "should_retry", "retry_reason", "table",
+]
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,37 @@ def retry_reason(code: int | None, table: dict[int | range, bool] = RETRY, *, de
         verdict, key = found
         why = f"table entry {key.start}-{key.stop - 1}" if isinstance(key, range) else "table entry"
     return f"{'retry' if verdict else 'stop'}: {describe(code)} ({why})"
+
+
+class AfterClose(StrEnum):
+    """What a client does after a close, in three words; also plain strings (``AfterClose.STOP == "stop"``)."""
+
+    RETRY = "retry"  # reconnect soon: after a short random delay, and the backoff starts over
+    BACK_OFF = "back off"  # reconnect, but wait longer after each failure (exponential backoff with jitter)
+    STOP = "stop"  # don't reconnect: tell the user (log in again, reload)
+
+
+# Among the codes RETRY reconnects after, the planned goodbyes: the server is going away or
+# restarting on purpose (a deploy), and a new one listens in a moment. Every other close worth
+# retrying means something failed, or nobody said why: back off.
+RETRY_SOON: frozenset[int] = frozenset({1001, 1012})
+
+
+def after_close(
+    code: int | None, was_clean: bool = True, table: dict[int | range, bool] = RETRY, soon: frozenset[int] = RETRY_SOON
+) -> AfterClose:
+    """Stop, retry soon, or back off, after a close with ``code`` (notebook 03's exercise).
+
+    ``table`` decides whether to reconnect at all (:func:`should_retry`). A
+    planned goodbye (a code in ``soon``) is retried soon. Anything else worth
+    retrying is a failure: back off. So is a close whose closing handshake did
+    not complete (``wasClean`` false), whatever its code.
+    """
+    if not should_retry(code, table):
+        return AfterClose.STOP
+    if was_clean and code in soon:
+        return AfterClose.RETRY
+    return AfterClose.BACK_OFF
 
 
 class _Table:

@@ -14,6 +14,14 @@ and Python reads what it recorded::
     i = await page.open(server.url)          # new WebSocket(url) in the page
     await server.restart()
     await page.wait_close(i)                 # CloseEvent(code=1012, reason='service restart', was_clean=True)
+
+A page can also decide, in JavaScript, what to do after each close: install
+a function, and every ``onclose`` calls it with the ``CloseEvent`` and records
+its answer (or what it threw)::
+
+    await page.install_decider("function decide(event) { return event.code === 1008 ? 'stop' : 'retry'; }")
+    ...                                       # a close happens
+    await page.decision(i)                    # Decision(socket=0, answer='stop', returned='string', error=None)
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from ..runtime.errors import LabError
 from ..runtime.lab import Handler, Lab, LabServer
 from ..runtime.timeline import EventKind, Timeline
 
-__all__ = ["PAGE", "CloseEvent", "ScriptError", "ClosePage", "open_page", "serve_page", "page_url"]
+__all__ = ["PAGE", "CloseEvent", "Decision", "ScriptError", "ClosePage", "open_page", "serve_page", "page_url"]
 
 # The page. openSocket() is `new WebSocket(url)` plus the seed's onclose handler,
 # recording into window.closes instead of logging to the console.
@@ -45,6 +53,8 @@ PAGE = """<!doctype html>
 window.sockets = [];   // every WebSocket this page opened, by index
 window.opened = [];    // indexes whose onopen fired
 window.closes = [];    // one {socket, code, reason, wasClean} per onclose
+window.decider = null; // the function onclose asks what to do next (installDecider), or null
+window.decisions = []; // one {socket, answer, type} or {socket, error} per onclose, once a decider is installed
 
 function openSocket(url) {
   let websocket;
@@ -57,9 +67,35 @@ function openSocket(url) {
   websocket.onopen = function () { window.opened.push(i); };
   websocket.onclose = function (e) {
     console.log('WebSocket closed: Code:' + e.code + ' Reason:' + e.reason + ' wasClean:' + e.wasClean);
+    if (window.decider !== null) window.decisions.push(askDecider(i, e));
     window.closes.push({socket: i, code: e.code, reason: e.reason, wasClean: e.wasClean});
   };
   return {socket: i};
+}
+
+// Run a script that defines the function `name`; from now on onclose asks it what to do.
+function installDecider(source, name) {
+  let decider;
+  try {
+    decider = new Function(source + '\\nreturn ' + name + ';')();  // the script runs in its own scope
+  } catch (e) {          // e.g. SyntaxError, or ReferenceError: decide is not defined
+    return {error: e instanceof Error ? {name: e.name, message: e.message} : {name: 'throw', message: String(e)}};
+  }
+  if (typeof decider !== 'function') {
+    const what = decider === null ? 'null' : typeof decider;
+    return {error: {name: 'TypeError', message: name + ' is ' + what + ', not a function'}};
+  }
+  window.decider = decider;
+  return {};
+}
+
+function askDecider(i, e) {
+  try {
+    const answer = window.decider(e);
+    return {socket: i, answer: typeof answer === 'string' ? answer : null, type: typeof answer};
+  } catch (err) {        // whatever it threw, in one line
+    return {socket: i, error: err instanceof Error ? err.name + ': ' + err.message : String(err)};
+  }
 }
 
 function closeSocket(i, code, reason) {
@@ -87,6 +123,28 @@ class CloseEvent:
 
     def __str__(self) -> str:
         return f"code={self.code} reason={self.reason!r} wasClean={str(self.was_clean).lower()}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the page's installed ``decide(event)`` answered in one ``onclose``.
+
+    Attributes:
+        socket: The WebSocket's index.
+        answer: The string it returned; None if it returned anything else, or threw.
+        returned: What it returned, as JavaScript's ``typeof`` says: ``"string"``, ``"undefined"``...
+        error: What it threw, in one line (``"TypeError: ..."``), or None.
+    """
+
+    socket: int
+    answer: str | None
+    returned: str | None = None
+    error: str | None = None
+
+    def __str__(self) -> str:
+        if self.error is not None:
+            return f"threw {self.error}"
+        return repr(self.answer) if self.answer is not None else f"returned {self.returned}, not a string"
 
 
 class ScriptError(Exception):
@@ -175,6 +233,32 @@ class ClosePage:
             exc = ScriptError(result["error"]["name"], result["error"]["message"])
             self.timeline.record(self.name, EventKind.SCRIPT_ERROR, conn=f"s{socket}", detail=str(exc))
             raise exc
+
+    async def install_decider(self, source: str, *, name: str = "decide") -> None:
+        """Run the JavaScript ``source``, which defines the function ``name``; then every ``onclose`` calls it.
+
+        ``name(event)`` gets the browser's ``CloseEvent``; what it returns, or
+        throws, is recorded for :meth:`decision`. Installing again replaces it.
+
+        Raises:
+            ScriptError: ``source`` did not run (e.g. ``SyntaxError``) or defines no function ``name``.
+        """
+        if not isinstance(source, str):
+            raise LabError(f"install_decider needs JavaScript source as a str, not {type(source).__name__}")
+        if not name.isidentifier():
+            raise LabError(f"{name!r} is not a JavaScript function name")
+        result = await self._evaluate("([source, name]) => installDecider(source, name)", [source, name])
+        if "error" in result:
+            exc = ScriptError(result["error"]["name"], result["error"]["message"])
+            self.timeline.record(self.name, EventKind.SCRIPT_ERROR, detail=str(exc))
+            raise exc
+
+    async def decision(self, socket: int) -> Decision | None:
+        """What ``decide(event)`` answered when WebSocket ``socket`` closed; None if it wasn't asked (yet)."""
+        raw = await self._evaluate("i => window.decisions.find(d => d.socket === i) || null", socket)
+        if raw is None:
+            return None
+        return Decision(raw["socket"], raw.get("answer"), raw.get("type"), raw.get("error"))
 
     async def ready_state(self, socket: int) -> int:
         """``ws.readyState``: 0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED."""
