@@ -57,6 +57,7 @@ def _probe(client: NotebookClient, nb) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.rerun
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_running_every_cell_twice_neither_fails_nor_leaks(path: Path, request):
     skip = [m for m in request.node.iter_markers("skip")]
