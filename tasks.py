@@ -49,7 +49,7 @@ def ensure_env() -> None:
     print("Installing wslab and its dependencies (first run only, about a minute)", flush=True)
     steps = [
         [PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-        [PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[test]"],
+        [PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[lab,test]"],
     ]
     for step in steps:
         if _run(*step) != 0:
