@@ -9,7 +9,8 @@ module. The names below are the ones a notebook needs first.
 from .faults.proxy import FAULTS, Fault, FaultProxy, start_proxy
 from .runtime.display import show_source, table
 from .runtime.errors import LabError
-from .runtime.lab import Lab, LabServer, check_url, current_lab, new_lab
+from .runtime.lab import Lab, check_url, current_lab, new_lab
+from .runtime.server import LabServer
 from .runtime.timeline import Event, EventKind, Timeline, describe_exception
 from .runtime.timing import scaled, wait_until
 from .servers.naive import NaiveServer

@@ -10,10 +10,10 @@ import textwrap
 
 from ..runtime.lab import Lab
 from ..servers import SERVERS, make_app, start_app
-from .common import PrintingTimeline, port, print_line, run_async, seconds, size, stop_on_signals
+from .common import Parser, PrintingTimeline, port, print_line, run_async, seconds, size, stop_on_signals
 
 
-def add_serve(sub: argparse._SubParsersAction) -> None:
+def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
     variants = "\n".join(f"  {name:<8} {doc}" for name, (_, doc) in SERVERS.items())
     p = sub.add_parser(
         "serve",
@@ -54,11 +54,12 @@ async def _serve(args: argparse.Namespace) -> int:
     stop_on_signals(stop)
     # Only what the user asked for overrides the variant's own serve_options (its keepalive).
     overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
-    async with Lab(PrintingTimeline()) as lab:
-        app = make_app(args.server, lab.timeline)
+    timeline = PrintingTimeline()
+    async with Lab(timeline) as lab:
+        app = make_app(args.server, timeline)
         server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
         print_line(server.url)
-        lab.timeline.start_printing()
+        timeline.start_printing()
         if args.broadcast_interval:
             payload = os.urandom(args.payload_size)
             # Named after the server, so it can't collide with a variant called "broadcast".

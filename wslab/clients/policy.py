@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from websockets.asyncio.client import process_exception
+from websockets.asyncio.client import process_exception  # type: ignore[attr-defined]
 
 from .backoff import Backoff
 from .closecodes import RETRY, retry_reason, should_retry

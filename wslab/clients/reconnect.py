@@ -338,7 +338,8 @@ class ReconnectingClient:
         if seq is not None:
             seen = self.sequence.see(seq)
             if seen.kind == "duplicate":
-                self._record(EventKind.DUPLICATE, detail=f"seq {seq} again (last was {self.sequence.last_seq})", seq=seq)
+                self._record(EventKind.DUPLICATE, detail=f"seq {seq} again (last was {self.sequence.last_seq})",
+                             seq=seq)
             elif seen.missed is not None:
                 first, last = seen.missed
                 self._record(EventKind.GAP, detail=f"missed {first}-{last}", first=first, last=last)

@@ -29,9 +29,10 @@ import asyncio
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..runtime.errors import LabError, bind_error
 from ..runtime.lab import host_port
@@ -92,7 +93,8 @@ class _Side(asyncio.Protocol):
         self.eof_out = False  # we sent a FIN on this socket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A TCP connection's transport: it reads and writes (asyncio types it as the base class).
+        self.transport = cast(asyncio.Transport, transport)
         if self.direction == "up":
             # The client's socket is not read until the upstream connection is up.
             self.transport.pause_reading()
@@ -132,7 +134,7 @@ class _Side(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.peer and self.peer.transport and self.conn.fault != "stall":
+        if self.peer and self.peer.transport and self.conn.fault != Fault.STALL:
             self.peer.transport.resume_reading()
 
 
@@ -142,7 +144,7 @@ class ProxyConnection:
 
     proxy: FaultProxy
     label: str
-    fault: str = "pass"
+    fault: Fault = Fault.PASS
     delay: float = 0.0
     bytes_up: int = 0  # client -> server
     bytes_down: int = 0  # server -> client
@@ -153,7 +155,7 @@ class ProxyConnection:
         self.server = _Side(self, "down")
         self.client.peer, self.server.peer = self.server, self.client
         # Chunks held back by the latency fault, per side they will be written to.
-        self._delayed: dict[str, deque] = {"up": deque(), "down": deque()}
+        self._delayed: dict[str, deque[tuple[float, bytes | Callable[[], None]]]] = {"up": deque(), "down": deque()}
         self._flush_handles: dict[str, asyncio.TimerHandle | None] = {"up": None, "down": None}
 
     # -- relaying -----------------------------------------------------------
@@ -165,7 +167,7 @@ class ProxyConnection:
             self.bytes_down += len(data)
         target = source.peer
         assert target is not None
-        if self.fault == "latency" or self._delayed[target.direction]:
+        if self.fault == Fault.LATENCY or self._delayed[target.direction]:
             due = asyncio.get_running_loop().time() + self.delay
             self._delayed[target.direction].append((due, data))
             self._schedule_flush(target)
@@ -189,7 +191,7 @@ class ProxyConnection:
                 target.transport.write(data)
         self._schedule_flush(target)
 
-    def _after_pending(self, target: _Side, action) -> None:
+    def _after_pending(self, target: _Side, action: Callable[[], None]) -> None:
         """Run ``action`` after delayed chunks for ``target``, so a FIN never overtakes data."""
         if self._delayed[target.direction]:
             self._delayed[target.direction].append((self._delayed[target.direction][-1][0], action))
@@ -199,27 +201,29 @@ class ProxyConnection:
     # -- faults -------------------------------------------------------------
 
     def apply(self, fault: str, delay: float = 0.0) -> None:
-        fault = _check_fault(fault)
-        if fault == Fault.REFUSE:
+        kind = _check_fault(fault)
+        if kind == Fault.REFUSE:
             raise ValueError("'refuse' applies to the proxy's listener, not to one connection")
         if self.closed:
             return
-        previous, self.fault, self.delay = self.fault, fault, delay
-        if fault == "stall":
-            for side in (self.client, self.server):
-                side.transport.pause_reading()
-        elif previous == "stall":
-            for side in (self.client, self.server):
-                if not side.peer.writing_paused:
-                    side.transport.resume_reading()
-        if fault in ("reset", "close"):
-            for side in (self.client, self.server):
-                if fault == "reset":
-                    _linger_zero(side.transport)
-                    side.transport.abort()
-                else:
-                    side.transport.close()
-        self.proxy.timeline.record(self.proxy.name, "fault", conn=self.label, detail=fault, delay=delay)
+        previous, self.fault, self.delay = self.fault, kind, delay
+        # Both sockets are connected by now: the proxy lists a connection once its upstream is up.
+        sides = [(side, side.transport) for side in (self.client, self.server) if side.transport is not None]
+        if kind == Fault.STALL:
+            for _, transport in sides:
+                transport.pause_reading()
+        elif previous == Fault.STALL:
+            for side, transport in sides:
+                if side.peer is not None and not side.peer.writing_paused:
+                    transport.resume_reading()
+        if kind == Fault.RESET:
+            for _, transport in sides:
+                _linger_zero(transport)
+                transport.abort()
+        elif kind == Fault.CLOSE:
+            for _, transport in sides:
+                transport.close()
+        self.proxy.timeline.record(self.proxy.name, "fault", conn=self.label, detail=kind, delay=delay)
 
     def _side_lost(self, side: _Side, exc: Exception | None) -> None:
         # When one side goes, close the other (after any delayed bytes).
@@ -256,7 +260,7 @@ class FaultProxy:
         self.connections: list[ProxyConnection] = []
         self._closed_bytes = [0, 0]
         self._listener: asyncio.Server | None = None
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[None]] = set()
         self._count = 0
 
     @classmethod
@@ -333,10 +337,11 @@ class FaultProxy:
             return
         self.connections.append(conn)
         self.timeline.record(self.name, "open", conn=conn.label)
-        conn.client.transport.resume_reading()
+        if conn.client.transport is not None:
+            conn.client.transport.resume_reading()
         # Apply the proxy's fault as it is now: set_fault() may have run while the upstream
         # connection was being made, and this connection wasn't in self.connections yet.
-        conn.fault, conn.delay = "pass", 0.0
+        conn.fault, conn.delay = Fault.PASS, 0.0
         if self.fault != Fault.PASS:
             conn.apply(self.fault, self.delay)
 
@@ -423,7 +428,8 @@ async def start_proxy(lab: Lab, upstream: Any, *, name: str, host: str = "127.0.
     await lab.close(name)
     up_host, up_port = host_port(upstream)
     try:
-        proxy = await FaultProxy.start(up_port, upstream_host=up_host, host=host, port=port, name=name, timeline=lab.timeline)
+        proxy = await FaultProxy.start(up_port, upstream_host=up_host, host=host, port=port, name=name,
+                                       timeline=lab.timeline)
     except UpstreamUnreachable as exc:
         raise LabError(str(exc)) from None
     except OSError as exc:

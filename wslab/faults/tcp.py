@@ -243,4 +243,5 @@ def _ioctl_int(sock: socket.socket, request: int) -> int | None:
         raw = fcntl.ioctl(sock.fileno(), request, struct.pack("i", 0))
     except OSError:
         return None
-    return struct.unpack("i", raw)[0]
+    value: int = struct.unpack("i", raw)[0]
+    return value

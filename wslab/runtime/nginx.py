@@ -191,9 +191,11 @@ async def check_config(executable: str, config: str, timeout: float = 10.0) -> N
     if process.returncode == 0:
         return
     text = output.decode(errors="replace").replace(str(path), "nginx.conf")
-    # nginx prints "[emerg] <what> in nginx.conf:<line>" after a timestamp and its pid (or "nginx: "), then "test failed".
+    # nginx prints "[emerg] <what> in nginx.conf:<line>" after a timestamp and its pid (or "nginx: "),
+    # then "test failed".
     emerg = re.search(r"\[emerg\] (?:\d+#\d+: )?(.*)", text)
-    message = f"nginx: [emerg] {emerg.group(1).strip()}" if emerg else (text.strip().splitlines() or ["nginx -t failed"])[0]
+    first = (text.strip().splitlines() or ["nginx -t failed"])[0]
+    message = f"nginx: [emerg] {emerg.group(1).strip()}" if emerg else first
     if where := re.search(r"in nginx\.conf:(\d+)$", message):
         message += f" (that line: {config.splitlines()[int(where.group(1)) - 1].strip()!r})"
     raise LabError(f"nginx rejected the config: {message}")
@@ -339,7 +341,8 @@ class Nginx(ChildProcess):
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"exited {self.process.returncode}"
-        return f"<Nginx {self.name} {self.url} -> {len(self.upstreams)} upstream(s), generation {self.generation}, {state}>"
+        return (f"<Nginx {self.name} {self.url} -> {len(self.upstreams)} upstream(s), "
+                f"generation {self.generation}, {state}>")
 
 
 def _addresses(upstreams: Any) -> list[tuple[str, int]]:
@@ -362,7 +365,9 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-async def start_nginx(lab: Lab, upstreams: Any, *, name: str = "nginx", timeout: float = 10.0, **settings: Any) -> Nginx:
+async def start_nginx(
+    lab: Lab, upstreams: Any, *, name: str = "nginx", timeout: float = 10.0, **settings: Any
+) -> Nginx:
     """Start nginx on 127.0.0.1, in front of ``upstreams``, tracked by ``lab`` under ``name``.
 
     Args:
