@@ -12,7 +12,8 @@ child process listening on 127.0.0.1::
 The settings are the fields of :class:`NginxSettings`, as keyword arguments;
 :meth:`Nginx.reload` changes some of them the way ``nginx -s reload`` does.
 A config nginx rejects is a one-line :class:`LabError` quoting nginx's own
-``[emerg]`` line; a missing nginx is a LabError that says how to install it.
+``[emerg]`` line; a missing nginx is a LabError that says how to install it
+(:data:`~wslab.runtime.programs.NGINX`; ``WSLAB_NGINX`` names one nginx to use).
 
 **The port.** The lab opens the listening socket itself (port 0: the kernel
 picks a free one) and hands it to nginx, which takes inherited sockets from
@@ -37,17 +38,10 @@ from typing import Any
 
 from .errors import LabError
 from .lab import Lab, host_port
-from .programs import ChildProcess, Program, register
+from .programs import NGINX, ChildProcess
 from .timing import scaled, wait_until
 
 __all__ = ["NGINX", "Nginx", "NginxSettings", "Reload", "check_config", "render_config", "start_nginx"]
-
-NGINX = register(Program(
-    "nginx",
-    needed_by=("06-idle-timeouts-and-deploys",),
-    executables=("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/opt/homebrew/bin/nginx", "/usr/local/bin/nginx"),
-    install={"Debian/Ubuntu": "sudo apt install nginx-light", "macOS": "brew install nginx"},
-))
 
 # nginx's error.log levels, least severe first.
 LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
