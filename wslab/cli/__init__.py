@@ -25,6 +25,7 @@ import argparse
 import textwrap
 from collections.abc import Callable
 
+from .check import add_check
 from .client import add_client
 from .common import Parser
 from .proxy import add_proxy
@@ -33,7 +34,7 @@ from .serve import add_serve
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 
-SUBCOMMANDS = [add_serve, add_proxy, add_client]
+SUBCOMMANDS = [add_serve, add_proxy, add_client, add_check]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  wslab serve --broadcast-interval 0.5\n"
         "  wslab proxy --upstream ws://127.0.0.1:8765 --fault stall\n"
         "  wslab client ws://127.0.0.1:8765 --min-delay 0.5\n"
+        "  wslab check      (is this machine ready for the notebooks?)\n"
         "run 'wslab COMMAND --help' for each command's options",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
