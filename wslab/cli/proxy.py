@@ -38,9 +38,6 @@ add a connection label to hit one connection only: "stall p3", "latency 0.2 p3"
 """
 
 
-# -- proxy --------------------------------------------------------------------------
-
-
 def add_proxy(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser(
         "proxy",

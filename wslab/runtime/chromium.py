@@ -26,9 +26,6 @@ __all__ = [
     "CHROMIUM_FLAGS",
     "TEST_HOST",
     "LabBrowser",
-    "find_chromium",
-    "browser_available",
-    "browser_skip_reason",
     "launch_browser",
 ]
 
@@ -48,25 +45,6 @@ CHROMIUM_FLAGS = [
 # them; to see mixed-content blocking as a real site would, use this name instead.
 # ``.test`` is reserved for testing (RFC 2606): it never resolves on the internet.
 TEST_HOST = "wslab.test"
-
-
-def find_chromium() -> str | None:
-    """The first Chromium executable found (see the module's docstring for the order), or None."""
-    return CHROMIUM.find()
-
-
-def browser_available() -> tuple[bool, str]:
-    """Whether the browser demos can run here (Playwright and a Chromium), and why or why not, in one line."""
-    return CHROMIUM.availability()
-
-
-def browser_skip_reason() -> str | None:
-    """Why browser tests should skip here, or None if they must run.
-
-    On a laptop without a browser they skip with the reason. In CI
-    (``CI=true``) they never skip: a missing browser must fail the build.
-    """
-    return CHROMIUM.skip_reason()
 
 
 class LabBrowser:
@@ -145,11 +123,8 @@ async def launch_browser(
         LabError: no Chromium (saying how to get one), or it did not start within ``timeout``.
     """
     await lab.close(name)
-    ok, reason = browser_available()
-    if not ok:
-        raise LabError(reason)
-    executable = executable or find_chromium()
-    assert executable is not None
+    found = CHROMIUM.require()  # Playwright and a Chromium, or a one-line LabError that says how to get them
+    executable = executable or found
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
