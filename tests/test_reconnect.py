@@ -15,6 +15,7 @@ import pytest
 
 from wslab import Lab, LabError
 from wslab.clients.backoff import Backoff
+from wslab.clients.policy import resume_url
 from wslab.clients.reconnect import BufferFull, ReconnectingClient
 from wslab.faults.proxy import start_proxy
 from wslab.runtime.timing import scaled, wait_until
@@ -456,3 +457,9 @@ def test_last_seq_round_trips_through_the_client_url(last_seq):
     assert last_seq_of(url) == last_seq and "room=a" in url
     client.recover = False
     assert client._url() == "ws://127.0.0.1:9/feed?room=a"
+
+
+def test_resume_url_replaces_an_old_last_seq_and_keeps_the_rest_of_the_query():
+    assert resume_url("ws://127.0.0.1:9/feed?last_seq=3&room=a", 7) == "ws://127.0.0.1:9/feed?room=a&last_seq=7"
+    assert resume_url("ws://127.0.0.1:9", 7) == "ws://127.0.0.1:9/?last_seq=7"
+    assert resume_url("ws://127.0.0.1:9/feed", None) == "ws://127.0.0.1:9/feed"  # nothing received yet
