@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.client import process_exception  # type: ignore[attr-defined]
+from websockets.client import process_exception  # websockets' own sans-I/O rule: retry this error or not
 
 from .backoff import Backoff
 from .closecodes import RETRY, retry_reason, should_retry

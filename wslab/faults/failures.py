@@ -117,6 +117,7 @@ async def connect_victim(
         )
     name = name or f"victim-{mode}"
     before = set(server.connections)
+    # server_ws is filled in below, once the server has accepted the connection.
     victim = Victim(mode, server, None, "", proxy=proxy)  # type: ignore[arg-type]
     if mode == "killed":
         victim.client = await _spawn_client_process(lab, server.url, name, deadline)

@@ -36,7 +36,7 @@ try:  # POSIX only
     import fcntl
     import termios
 except ImportError:  # pragma: no cover - Windows
-    fcntl = termios = None  # type: ignore[assignment]
+    fcntl = termios = None  # type: ignore[assignment]  # a module or None; the lab runs on Linux and macOS
 
 __all__ = ["HAS_USER_TIMEOUT", "SeedErrors", "reproduce_seed_errors", "unsent_bytes", "unread_bytes"]
 
