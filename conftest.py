@@ -12,11 +12,7 @@ import pytest
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    import wslab.faults.netns  # noqa: F401  (registers Java, Tomcat, iptables, unshare)
-    import wslab.runtime.chromium  # noqa: F401  (registers the programs the notebooks need)
-    import wslab.runtime.nginx  # noqa: F401
-    import wslab.runtime.redis  # noqa: F401
-    from wslab.runtime.programs import notebook_skip_reason
+    from wslab.runtime.programs import notebook_skip_reason  # every program is listed there
 
     for item in items:
         reason = notebook_skip_reason(item.nodeid)

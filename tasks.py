@@ -110,7 +110,7 @@ def ensure_env(pinned: bool = False) -> None:
     constraints = ["-c", CONSTRAINTS.name] if pinned else []
     steps = [
         [PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-        [PYTHON, "-m", "pip", "install", "--quiet", *constraints, "-e", ".[test]"],
+        [PYTHON, "-m", "pip", "install", "--quiet", *constraints, "-e", ".[lab,test]"],
     ]
     for step in steps:
         if _run(*step) != 0:

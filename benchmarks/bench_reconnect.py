@@ -84,7 +84,8 @@ async def main(trials: int, seed: int) -> int:
                                  min_delay=delay, max_delay=delay, factor=1.0))
     rows.append(await series(rng, trials, "0.05 x 1.5^n, cap 0.5", downtime=1.5,
                              min_delay=0.05, max_delay=0.5, factor=1.5))
-    print(f"server down then back at a random moment of the client's wait; {trials} trials per row; loopback, one event loop")
+    print(f"server down then back at a random moment of the client's wait; {trials} trials per row; "
+          "loopback, one event loop")
     print(f"{'backoff':<22} {'delay (s)':>9} {'back->open median':>18} {'worst':>8} {'target':>8} "
           f"{'late by median':>15} {'worst':>8}  met")
     for r in rows:

@@ -2,7 +2,7 @@
 
 Without a Chromium these tests skip, with the reason, on a laptop; in CI
 (``CI=true``) they run anyway and fail: a missing browser must never turn a
-build green. The rule lives in :func:`wslab.runtime.chromium.browser_skip_reason`.
+build green. The rule lives in :meth:`wslab.runtime.programs.Program.skip_reason`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import trustme
 from wslab import Lab, LabError
 from wslab.clients.page import Decision, ScriptError, open_page, page_url, serve_page
 from wslab.faults.proxy import start_proxy
-from wslab.runtime.chromium import TEST_HOST, browser_available, browser_skip_reason, launch_browser
-from wslab.runtime.programs import Program
+from wslab.runtime.chromium import TEST_HOST, launch_browser
+from wslab.runtime.programs import CHROMIUM, Program
 from wslab.runtime.timing import scaled, wait_until
 
-SKIP_REASON = browser_skip_reason()
+SKIP_REASON = CHROMIUM.skip_reason()
 needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 
@@ -36,10 +36,10 @@ async def _closed_on_server(lab: Lab, source: str, since: int, deadline: float =
 
 def test_ci_never_skips_the_browser_tests(monkeypatch):
     monkeypatch.setenv("CI", "true")
-    assert browser_skip_reason() is None
+    assert CHROMIUM.skip_reason() is None
     monkeypatch.setenv("CI", "")
-    available, reason = browser_available()
-    assert (browser_skip_reason() is None) == available
+    available, reason = CHROMIUM.availability()
+    assert (CHROMIUM.skip_reason() is None) == available
     assert reason
 
 
@@ -47,10 +47,10 @@ def test_a_missing_browser_says_how_to_get_one(monkeypatch):
     monkeypatch.setattr(Program, "find", lambda self: None)
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("WSLAB_CHROMIUM", raising=False)
-    available, reason = browser_available()
+    available, reason = CHROMIUM.availability()
     assert not available
     assert "apt install chromium" in reason and "playwright install chromium" in reason
-    assert browser_skip_reason() == reason
+    assert CHROMIUM.skip_reason() == reason
 
     async def launch():
         async with Lab() as lab:
@@ -261,5 +261,5 @@ async def test_an_https_page_may_not_open_ws_but_may_open_wss():
 
 def test_a_wrong_wslab_chromium_is_reported_not_ignored(monkeypatch):
     monkeypatch.setenv("WSLAB_CHROMIUM", "/nonexistent/chromium")
-    available, reason = browser_available()
+    available, reason = CHROMIUM.availability()
     assert not available and "WSLAB_CHROMIUM" in reason

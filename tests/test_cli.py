@@ -162,7 +162,8 @@ def test_serve_address_not_on_this_machine():
 
 
 def test_proxy_busy_listen_port(listening_port):
-    result = run_cli("proxy", "--upstream", f"ws://127.0.0.1:{listening_port}", "--listen", f"127.0.0.1:{listening_port}")
+    taken = f"127.0.0.1:{listening_port}"
+    result = run_cli("proxy", "--upstream", f"ws://{taken}", "--listen", taken)
     assert_one_line_error(result, "already in use")
 
 

@@ -159,7 +159,8 @@ async def test_no_server_is_one_clear_line():
         probe.bind(("127.0.0.1", 0))
         free_port = probe.getsockname()[1]
     async with Lab() as lab:
-        with pytest.raises(LabError, match=rf"nothing is listening at ws://127.0.0.1:{free_port} .*is the server running"):
+        refused = rf"nothing is listening at ws://127.0.0.1:{free_port} .*is the server running"
+        with pytest.raises(LabError, match=refused):
             await lab.connect(f"ws://127.0.0.1:{free_port}", name="client")
         with pytest.raises(LabError, match="is not accepting connections.*start the server first"):
             await start_proxy(lab, free_port, name="proxy")
@@ -210,7 +211,8 @@ async def test_a_handler_that_raises_is_recorded_not_printed(capfd):
             await asyncio.wait_for(ws.recv(), scaled(2))
         assert closed.value.rcvd.code == 1011
         [error] = lab.timeline.select(kind="handler-error")
-        assert error.detail == "test_a_handler_that_raises_is_recorded_not_printed.<locals>.buggy raised KeyError: 'session-42'"
+        assert error.detail == ("test_a_handler_that_raises_is_recorded_not_printed.<locals>.buggy "
+                                "raised KeyError: 'session-42'")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 
@@ -342,7 +344,7 @@ async def test_servers_register_no_logger_and_never_log_to_an_old_labs_timeline(
         server = await lab.serve(idle, name="server", process_request=broken_process_request)
         with pytest.raises(LabError, match="500"):
             await lab.connect(server.url, name="client")
-        await wait_until(lambda: lab.timeline.select(kind="log"), 5, "websockets logging the bug")
+        await wait_until(lambda lab=lab: lab.timeline.select(kind="log"), 5, "websockets logging the bug")
         await lab.close()
         labs.append(lab)
         del server

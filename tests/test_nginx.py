@@ -68,7 +68,8 @@ def test_config_says_what_each_setting_asks_for():
     assert "/tmp" not in config  # relative paths: a notebook can show it without a local path
 
     changed = render_config(
-        8080, both, NginxSettings(forward_upgrade=False, http_version="1.0", worker_processes=2, worker_shutdown_timeout=1.5)
+        8080, both,
+        NginxSettings(forward_upgrade=False, http_version="1.0", worker_processes=2, worker_shutdown_timeout=1.5),
     )
     assert "proxy_set_header Upgrade" not in changed and 'Connection "upgrade"' not in changed
     assert "proxy_http_version 1.0;" in changed
@@ -115,7 +116,8 @@ async def test_an_idle_websocket_is_cut_at_the_read_timeout_without_a_close_fram
         assert abs(lived - 2.0) <= scaled(0.5), f"cut after {lived:.3f} s, expected 2 s"
         assert ws.close_code == 1006  # no close frame: nginx closed the TCP connection
         assert caught.value.rcvd is None and caught.value.sent is None
-        await wait_until(lambda: bool(nginx.error_log_lines("info", containing="upstream timed out")), 2, "the log line")
+        await wait_until(lambda: bool(nginx.error_log_lines("info", containing="upstream timed out")), 2,
+                         "the log line")
         [line] = nginx.error_log_lines("info", containing="upstream timed out")
         assert "[info]" in line  # only at info: error_log at "notice" or above would hide the cut
         assert not nginx.error_log_lines("notice", containing="upstream timed out")
@@ -276,7 +278,8 @@ async def test_a_reload_with_worker_shutdown_timeout_cuts_old_tunnels_at_that_ti
         assert reload.generation == 2 and reload.ready_at >= reload.signalled_at
         await wait_until(lambda: len(cut_at) == 3, 5, "the old tunnels being cut")
         for name, at in cut_at.items():
-            assert abs(at - reload.signalled_at - 1.0) <= scaled(0.5), f"{name} cut {at - reload.signalled_at:.3f} s after"
+            after = at - reload.signalled_at
+            assert abs(after - 1.0) <= scaled(0.5), f"{name} cut {after:.3f} s after"
         assert all(ws.close_code == 1006 for ws in tunnels)  # nginx sends no close frame
         await wait_until(lambda: not set(reload.old_workers) & set(nginx.worker_pids()), 2, "the old worker exiting")
 

@@ -49,8 +49,8 @@ import wslab as _w
 if _w.current_lab() is not None:
     await _w.current_lab().close()
 await asyncio.sleep(0.3)
-print(json.dumps({"sockets": _wslab_sockets(),
-                  "tasks": sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not asyncio.current_task())}))
+_tasks = sorted(t.get_coro().__qualname__ for t in asyncio.all_tasks() if t is not asyncio.current_task())
+print(json.dumps({"sockets": _wslab_sockets(), "tasks": _tasks}))
 """
 
 

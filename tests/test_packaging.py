@@ -18,8 +18,11 @@ def _normalise(requirement: str) -> tuple[str, str]:
 
 
 def pyproject_requirements() -> dict[str, str]:
+    """Every requirement: the package's own and every extra's (the conda env is the lab and its tests)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["test"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
     return dict(_normalise(r) for r in requirements)
 
 
@@ -38,6 +41,21 @@ def conda_requirements() -> dict[str, str]:
 
 def test_environment_yml_declares_the_same_dependencies_as_pyproject():
     assert conda_requirements() == pyproject_requirements()
+
+
+def test_the_cli_installs_without_jupyter_and_the_extras_hold_the_rest():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {name: {_normalise(r)[0] for r in reqs} for name, reqs in project["optional-dependencies"].items()}
+    core = {_normalise(r)[0] for r in project["dependencies"]}
+    # What the notebooks need: Jupyter, and notebook 03's browser and certificates.
+    assert {"jupyterlab", "nest-asyncio2", "playwright", "trustme"} <= extras["lab"]
+    assert not core & {"jupyterlab", "nest-asyncio2", "notebook", "ipykernel"}
+    # The tests import yaml, and run ruff and mypy.
+    assert {"pytest", "pyyaml", "ruff", "mypy"} <= extras["test"]
+
+
+def test_tasks_py_installs_the_extras_the_lab_and_the_tests_need():
+    assert '".[lab,test]"' in (ROOT / "tasks.py").read_text()
 
 
 def test_environment_yml_installs_this_package_from_conda_forge_only():

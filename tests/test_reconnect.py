@@ -14,11 +14,12 @@ import time
 import pytest
 
 from wslab import Lab, LabError
-from wslab.faults.proxy import start_proxy
 from wslab.clients.backoff import Backoff
+from wslab.clients.policy import resume_url
 from wslab.clients.reconnect import BufferFull, ReconnectingClient
-from wslab.servers.replay import ReplayServer, last_seq_of
+from wslab.faults.proxy import start_proxy
 from wslab.runtime.timing import scaled, wait_until
+from wslab.servers.replay import ReplayServer, last_seq_of
 from wslab.servers.wire import encode
 
 FAST = dict(min_delay=0.05, max_delay=0.2, open_timeout=2.0, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.3)
@@ -216,7 +217,7 @@ async def test_flapping_server_backs_off_until_a_connection_lasts_min_uptime():
 
     async with Lab() as lab:
         server = await lab.serve(flap, name="flap")
-        client = await start(lab, server.url, min_delay=0.02, max_delay=1.0, factor=2.0, min_uptime=5.0)
+        await start(lab, server.url, min_delay=0.02, max_delay=1.0, factor=2.0, min_uptime=5.0)
         await wait_until(lambda: len(lab.timeline.select(source="client", kind="retry")) >= 4, 10,
                          "four retries")
         delays = [e.data["delay"] for e in lab.timeline.select(source="client", kind="retry")][:4]
@@ -224,7 +225,7 @@ async def test_flapping_server_backs_off_until_a_connection_lasts_min_uptime():
 
     async with Lab() as lab:
         server = await lab.serve(flap, name="flap")
-        client = await start(lab, server.url, min_delay=0.02, max_delay=1.0, factor=2.0, min_uptime=0.0)
+        await start(lab, server.url, min_delay=0.02, max_delay=1.0, factor=2.0, min_uptime=0.0)
         await wait_until(lambda: len(lab.timeline.select(source="client", kind="retry")) >= 4, 10,
                          "four retries")
         delays = [e.data["delay"] for e in lab.timeline.select(source="client", kind="retry")][:4]
@@ -456,3 +457,9 @@ def test_last_seq_round_trips_through_the_client_url(last_seq):
     assert last_seq_of(url) == last_seq and "room=a" in url
     client.recover = False
     assert client.resume_url() == "ws://127.0.0.1:9/feed?room=a"
+
+
+def test_resume_url_replaces_an_old_last_seq_and_keeps_the_rest_of_the_query():
+    assert resume_url("ws://127.0.0.1:9/feed?last_seq=3&room=a", 7) == "ws://127.0.0.1:9/feed?room=a&last_seq=7"
+    assert resume_url("ws://127.0.0.1:9", 7) == "ws://127.0.0.1:9/?last_seq=7"
+    assert resume_url("ws://127.0.0.1:9/feed", None) == "ws://127.0.0.1:9/feed"  # nothing received yet

@@ -6,10 +6,16 @@ checks it): ``runtime`` <- ``faults`` <- ``servers`` <- ``clients`` <-
 module. The names below are the ones a notebook needs first.
 """
 
+import sys
+
+if sys.version_info < (3, 11):  # before the imports below fail with a less helpful message
+    raise ImportError(f"wslab needs Python 3.11 or later, and this is {sys.version.split()[0]}: install a newer Python")
+
 from .faults.proxy import FAULTS, Fault, FaultProxy, start_proxy
 from .runtime.display import show_source, table
 from .runtime.errors import LabError
-from .runtime.lab import Lab, LabServer, check_url, current_lab, new_lab
+from .runtime.lab import Lab, check_url, current_lab, new_lab
+from .runtime.server import LabServer
 from .runtime.timeline import Event, EventKind, Timeline, describe_exception
 from .runtime.timing import scaled, wait_until
 from .servers.naive import NaiveServer

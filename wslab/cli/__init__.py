@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from collections.abc import Callable
 
+from .check import add_check
 from .client import add_client
 from .common import Parser
 from .proxy import add_proxy
@@ -32,7 +34,7 @@ from .serve import add_serve
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 
-SUBCOMMANDS = [add_serve, add_proxy, add_client]
+SUBCOMMANDS = [add_serve, add_proxy, add_client, add_check]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  wslab serve --broadcast-interval 0.5\n"
         "  wslab proxy --upstream ws://127.0.0.1:8765 --fault stall\n"
         "  wslab client ws://127.0.0.1:8765 --min-delay 0.5\n"
+        "  wslab check      (is this machine ready for the notebooks?)\n"
         "run 'wslab COMMAND --help' for each command's options",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,4 +61,5 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``wslab`` and ``python -m wslab``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)

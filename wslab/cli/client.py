@@ -11,10 +11,20 @@ from ..clients.backoff import JITTERS
 from ..clients.reconnect import BufferFull, ReconnectingClient
 from ..runtime.errors import LabError
 from ..runtime.lab import Lab
-from .common import PrintingTimeline, any_ws_url, count, print_line, run_async, seconds, stdin_lines, stop_on_signals
+from .common import (
+    Parser,
+    PrintingTimeline,
+    any_ws_url,
+    count,
+    print_line,
+    run_async,
+    seconds,
+    stdin_lines,
+    stop_on_signals,
+)
 
 
-def add_client(sub: argparse._SubParsersAction) -> None:
+def add_client(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser(
         "client",
         help="run the lab's reconnecting client; print its events; send the lines typed on stdin",
@@ -35,13 +45,15 @@ def add_client(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jitter", choices=JITTERS, default="none", help="random spread of the delays (default: none)")
     p.add_argument("--seed", type=int, default=None, help="seed for the jitter, to replay a run")
     p.add_argument("--open-timeout", type=seconds, default=2.0, metavar="S", help="time for one attempt (default: 2)")
-    p.add_argument("--max-retries", type=count, default=None, metavar="N", help="give up after N failed retries (default: never)")
+    p.add_argument("--max-retries", type=count, default=None, metavar="N",
+                   help="give up after N failed retries (default: never)")
     p.add_argument("--min-uptime", type=seconds, default=5.0, metavar="S",
                    help="a connection must last S seconds for the backoff to start over (default: 5)")
     p.add_argument("--ping-interval", type=seconds, default=20.0, metavar="S",
                    help="keepalive ping every S seconds; 0 turns keepalive off (default: 20)")
     p.add_argument("--ping-timeout", type=seconds, default=20.0, metavar="S", help="pong deadline (default: 20)")
-    p.add_argument("--buffer-size", type=count, default=100, metavar="N", help="messages kept while disconnected (default: 100)")
+    p.add_argument("--buffer-size", type=count, default=100, metavar="N",
+                   help="messages kept while disconnected (default: 100)")
     p.add_argument("--no-recover", action="store_true", help="don't ask the server to replay missed messages")
     p.set_defaults(run=cmd_client)
 

@@ -15,8 +15,7 @@ from typing import Any, NoReturn
 
 from ..runtime.errors import LabError
 from ..runtime.lab import check_url
-from ..runtime.timeline import Event, EventKind, Timeline
-
+from ..runtime.timeline import Event, Timeline
 
 # -- one-line errors -----------------------------------------------------------
 
@@ -129,7 +128,7 @@ def stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def run_async(command: str, coro: Any) -> int:
+def run_async(command: str, coro: Coroutine[Any, Any, int]) -> int:
     try:
         return asyncio.run(coro)
     except LabError as exc:

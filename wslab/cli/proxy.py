@@ -10,8 +10,17 @@ import textwrap
 from ..faults.proxy import FAULTS, FaultProxy, start_proxy
 from ..runtime.errors import LabError
 from ..runtime.lab import Lab
-from .common import PrintingTimeline, host_port, print_line, run_async, seconds, stdin_lines, stop_on_signals, ws_url
-
+from .common import (
+    Parser,
+    PrintingTimeline,
+    host_port,
+    print_line,
+    run_async,
+    seconds,
+    stdin_lines,
+    stop_on_signals,
+    ws_url,
+)
 
 PROXY_COMMANDS = """\
 commands read from stdin while the proxy runs (one per line):
@@ -29,10 +38,7 @@ add a connection label to hit one connection only: "stall p3", "latency 0.2 p3"
 """
 
 
-# -- proxy --------------------------------------------------------------------------
-
-
-def add_proxy(sub: argparse._SubParsersAction) -> None:
+def add_proxy(sub: argparse._SubParsersAction[Parser]) -> None:
     p = sub.add_parser(
         "proxy",
         help="run a fault proxy in front of a server; switch faults from stdin",
@@ -64,10 +70,11 @@ async def _proxy(args: argparse.Namespace) -> int:
     host, port = args.listen
     if args.fault == "latency" and not args.delay:
         raise LabError("--fault latency needs a --delay above 0 seconds, e.g. --delay 0.2")
-    async with Lab(PrintingTimeline()) as lab:
+    timeline = PrintingTimeline()
+    async with Lab(timeline) as lab:
         proxy = await start_proxy(lab, args.upstream, name="proxy", host=host, port=port)
         print_line(proxy.url)
-        lab.timeline.start_printing()
+        timeline.start_printing()
         if args.fault != "pass":
             await proxy.set_fault(args.fault, delay=args.delay if args.fault == "latency" else 0.0)
         print_line(f"wslab proxy: {proxy.url} -> {args.upstream}; type 'help' for commands, Ctrl-C stops it",

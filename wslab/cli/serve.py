@@ -11,10 +11,10 @@ import textwrap
 from ..runtime.lab import Lab
 from ..runtime.redis import start_redis
 from ..servers import SERVERS, BackplaneServer, make_app, start_app, start_backplane
-from .common import PrintingTimeline, fail, port, print_line, run_async, seconds, size, stop_on_signals
+from .common import Parser, PrintingTimeline, fail, port, print_line, run_async, seconds, size, stop_on_signals
 
 
-def add_serve(sub: argparse._SubParsersAction) -> None:
+def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
     variants = "\n".join(f"  {name:<8} {doc}" for name, (_, doc) in SERVERS.items())
     p = sub.add_parser(
         "serve",
@@ -63,17 +63,18 @@ async def _serve(args: argparse.Namespace) -> int:
     overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
     if args.backplane and args.server != "backplane":
         return fail("serve", f"--backplane is for --server backplane, not --server {args.server}")
-    async with Lab(PrintingTimeline()) as lab:
+    timeline = PrintingTimeline()
+    async with Lab(timeline) as lab:
         if args.server == "backplane":
             url = args.backplane or (await start_redis(lab)).url
-            app = make_app(args.server, lab.timeline, backplane=url)
+            app = make_app(args.server, timeline, backplane=url)
             assert isinstance(app, BackplaneServer)
             server = await start_backplane(lab, app, host=args.host, port=args.port, **overrides)
         else:
-            app = make_app(args.server, lab.timeline)
+            app = make_app(args.server, timeline)
             server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
         print_line(server.url)
-        lab.timeline.start_printing()
+        timeline.start_printing()
         if args.broadcast_interval:
             payload = os.urandom(args.payload_size)
             # Named after the server, so it can't collide with a variant called "broadcast".

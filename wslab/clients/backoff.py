@@ -33,8 +33,9 @@ so every run can be replayed exactly.
 from __future__ import annotations
 
 import random
+from typing import Any
 
-__all__ = ["Backoff", "JITTERS", "STRATEGIES", "REFERENCE_CLIENTS"]
+__all__ = ["Backoff", "JITTERS", "STRATEGIES"]
 
 JITTERS = ("none", "full", "equal", "decorrelated")
 
@@ -109,11 +110,6 @@ class Backoff:
         self.attempt = 0
         self._previous = self.min_delay
 
-    @classmethod
-    def reconnecting_websocket(cls, **overrides) -> Backoff:
-        """ReconnectingWebSocket 1.0's schedule, the seed's client: 1 s x 1.5**n, cap 30 s, no jitter."""
-        return cls(**{"min_delay": 1.0, "max_delay": 30.0, "factor": 1.5, "jitter": "none", **overrides})
-
     def __repr__(self) -> str:
         return (f"Backoff(min_delay={self.min_delay}, max_delay={self.max_delay}, factor={self.factor}, "
                 f"jitter={self.jitter!r}, attempt={self.attempt})")
@@ -121,21 +117,10 @@ class Backoff:
 
 # The strategies notebook 05 compares: keyword arguments for Backoff, on top of
 # min_delay and max_delay. "none" is no backoff at all: a fixed retry interval.
-STRATEGIES: dict[str, dict] = {
+STRATEGIES: dict[str, dict[str, Any]] = {
     "none": {"factor": 1.0, "jitter": "none"},
     "exponential": {"jitter": "none"},
     "full": {"jitter": "full"},
     "equal": {"jitter": "equal"},
     "decorrelated": {"jitter": "decorrelated"},
-}
-
-# Default delays (seconds) before retry n of the reference clients, without their
-# jitter, from their sources (see facts.md). None means "gives up".
-REFERENCE_CLIENTS = {
-    "ReconnectingWebSocket 1.0": lambda n: min(30.0, 1.0 * 1.5**n),
-    "reconnecting-websocket 4.4 (min drawn in 1-5 s, shown as 1 s)": lambda n: 0.0 if n == 0 else min(10.0, 1.3 ** (n - 1)),
-    "Socket.IO 4 (+/-50 % below the cap)": lambda n: min(5.0, 2.0**n),
-    "Phoenix JS": lambda n: (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)[n] if n < 9 else 5.0,
-    "SignalR": lambda n: (0.0, 2.0, 10.0, 30.0)[n] if n < 4 else None,
-    "websockets 17 (first: random 0-5 s, shown as 2.5 s)": lambda n: 2.5 if n == 0 else min(90.0, 3.1 * 1.618 ** (n - 1)),
 }

@@ -200,7 +200,7 @@ class _Table:
     def __str__(self) -> str:
         rows = [["code", "name", "decision"]] + self.rows
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -209,7 +209,8 @@ class _Table:
     def _repr_html_(self) -> str:
         body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in r) + "</tr>"
                        for r in self.rows)
-        return f"<table><thead><tr><th>code</th><th>name</th><th>decision</th></tr></thead><tbody>{body}</tbody></table>"
+        head = "<tr><th>code</th><th>name</th><th>decision</th></tr>"
+        return f"<table><thead>{head}</thead><tbody>{body}</tbody></table>"
 
 
 def table(retry_table: dict[int | range, bool] = RETRY) -> _Table:

@@ -36,7 +36,8 @@ from websockets.http11 import Request, Response
 
 from ..runtime.chromium import LabBrowser
 from ..runtime.errors import LabError
-from ..runtime.lab import Handler, Lab, LabServer
+from ..runtime.lab import Lab
+from ..runtime.server import Handler, LabServer
 from ..runtime.timeline import EventKind, Timeline
 
 __all__ = ["PAGE", "CloseEvent", "Decision", "ScriptError", "ClosePage", "open_page", "serve_page", "page_url"]
@@ -193,7 +194,7 @@ class ClosePage:
             exc = ScriptError(result["error"]["name"], result["error"]["message"])
             self.timeline.record(self.name, EventKind.SCRIPT_ERROR, detail=str(exc))
             raise exc
-        i = result["socket"]
+        i: int = result["socket"]
         done = await self._wait(
             "i => window.opened.includes(i) || window.closes.some(c => c.socket === i)", i, timeout
         )
@@ -262,7 +263,8 @@ class ClosePage:
 
     async def ready_state(self, socket: int) -> int:
         """``ws.readyState``: 0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED."""
-        return await self._evaluate("i => window.sockets[i].readyState", socket)
+        state: int = await self._evaluate("i => window.sockets[i].readyState", socket)
+        return state
 
     async def _evaluate(self, expression: str, arg: Any = None) -> Any:
         return await asyncio.wait_for(self.page.evaluate(expression, arg), self.browser.timeout)
@@ -285,7 +287,8 @@ class ClosePage:
 
 
 async def open_page(
-    browser: LabBrowser, url: str, *, name: str = "page", ignore_https_errors: bool = False, timeout: float | None = None
+    browser: LabBrowser, url: str, *, name: str = "page", ignore_https_errors: bool = False,
+    timeout: float | None = None,
 ) -> ClosePage:
     """Open ``url`` (a page from :func:`serve_page`) in a new browser context, as a :class:`ClosePage`."""
     page = await browser.new_page(url, name=name, ignore_https_errors=ignore_https_errors, timeout=timeout)

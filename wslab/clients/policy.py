@@ -9,7 +9,12 @@ so every decision can be tested, and shown, without a network:
   close-code table, counts retries, resets the backoff after a connection that
   lasted ``min_uptime``, and stops after ``max_retries``;
 - :class:`SequenceTracker` follows the numbers of the messages received: gaps,
-  duplicates, and the ``last_seq`` to resume from.
+  duplicates, and the ``last_seq`` to resume from; :func:`resume_url` asks the
+  server for what came after it.
+
+With them, the plain data the client reports: its :class:`ClientState`, each
+:class:`Message` received, and the :class:`CloseEvent` of every close
+(:func:`close_event` reads it off a closed connection, as a browser does).
 
 :class:`~wslab.clients.reconnect.ReconnectingClient` is these two objects plus
 the I/O: connecting, reading, sleeping.
@@ -17,15 +22,42 @@ the I/O: connecting, reading, sleeping.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
-from websockets.asyncio.client import process_exception
+from websockets.client import process_exception  # websockets' own sans-I/O rule: retry this error or not
 
 from .backoff import Backoff
 from .closecodes import RETRY, retry_reason, should_retry
 
-__all__ = ["CloseEvent", "Retry", "GiveUp", "Decision", "Policy", "ReconnectPolicy", "SequenceTracker", "Seen"]
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+__all__ = [
+    "ClientState", "CloseEvent", "Decision", "GiveUp", "Message", "Policy", "ReconnectPolicy", "Retry", "Seen", "SequenceTracker",
+    "close_event", "resume_url",
+]
+
+
+class ClientState(StrEnum):
+    """Where a :class:`~wslab.clients.reconnect.ReconnectingClient` is. A state is also a plain string."""
+
+    NEW = "new"  # run() not called yet
+    CONNECTING = "connecting"  # an attempt (TCP + opening handshake) is under way
+    OPEN = "open"  # connected, buffer flushed
+    DISCONNECTED = "disconnected"  # the connection just closed; deciding what next
+    WAITING = "waiting"  # the backoff delay before the next attempt
+    CLOSED = "closed"  # stopped for good: closed by the user, cancelled, or gave up
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received message, and its number ``seq`` if the server numbers them (:mod:`wslab.servers.replay`)."""
+
+    data: str | bytes
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +74,14 @@ class CloseEvent:
     code: int
     reason: str
     was_clean: bool
+
+
+def close_event(ws: ClientConnection) -> CloseEvent:
+    """The :class:`CloseEvent` a browser would report for the closed connection ``ws``."""
+    exc = ws.close_exc if ws.close_code is not None else None
+    clean = exc is not None and exc.rcvd is not None and exc.sent is not None
+    code = int(ws.close_code) if ws.close_code is not None else 1006  # int, not websockets' CloseCode enum
+    return CloseEvent(code, ws.close_reason or "", clean)
 
 
 @dataclass(frozen=True)
@@ -171,3 +211,16 @@ class SequenceTracker:
     def missed(self) -> int:
         """How many numbers were missed in all."""
         return sum(last - first + 1 for first, last in self.gaps)
+
+
+def resume_url(url: str, last_seq: int | None) -> str:
+    """``url`` with ``last_seq`` in its query, so the server replays what came after it; ``url`` before any number.
+
+    Any ``last_seq`` already in ``url`` is replaced; the rest of the query is kept.
+    """
+    if last_seq is None:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "last_seq"]
+    query.append(("last_seq", str(last_seq)))
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path or "/", query=urllib.parse.urlencode(query)))

@@ -34,11 +34,7 @@ import contextlib
 import logging
 import random
 import time
-import urllib.parse
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -51,32 +47,12 @@ from ..runtime.timing import CLOSE_DEADLINE, close_within, scaled
 from ..servers.wire import Numbered, Resync, decode
 from . import closecodes
 from .backoff import Backoff
-from .policy import CloseEvent, GiveUp, Policy, ReconnectPolicy, SequenceTracker
+from .buffer import BufferFull, SendBuffer
+from .policy import (
+    ClientState, CloseEvent, GiveUp, Message, Policy, ReconnectPolicy, SequenceTracker, close_event, resume_url,
+)
 
 __all__ = ["ReconnectingClient", "ClientState", "CloseEvent", "Message", "BufferFull"]
-
-
-class ClientState(StrEnum):
-    """Where a :class:`ReconnectingClient` is. A state is also a plain string."""
-
-    NEW = "new"  # run() not called yet
-    CONNECTING = "connecting"  # an attempt (TCP + opening handshake) is under way
-    OPEN = "open"  # connected, buffer flushed
-    DISCONNECTED = "disconnected"  # the connection just closed; deciding what next
-    WAITING = "waiting"  # the backoff delay before the next attempt
-    CLOSED = "closed"  # stopped for good: closed by the user, cancelled, or gave up
-
-
-class BufferFull(LabError):
-    """:meth:`ReconnectingClient.send` while disconnected, with the outbound buffer full."""
-
-
-@dataclass(frozen=True)
-class Message:
-    """A received message. ``seq`` is its number if the server numbers them (:class:`~wslab.replay.ReplayServer`)."""
-
-    data: str | bytes
-    seq: int | None = None
 
 
 class ReconnectingClient:
@@ -154,7 +130,6 @@ class ReconnectingClient:
         self.policy: Policy = policy if policy is not None else ReconnectPolicy(
             self.backoff, retry_table=retry_table, max_retries=max_retries, min_uptime=min_uptime)
         self.open_timeout = open_timeout
-        self.buffer_size = buffer_size
         self.recover = recover
         self.record_messages = record_messages
         self.clock = clock
@@ -176,7 +151,7 @@ class ReconnectingClient:
         self.sequence = SequenceTracker()  # numbers received: gaps, duplicates, last_seq to resume from
         self.received = 0  # messages received
 
-        self._buffer: deque[str | bytes] = deque()
+        self._buffer = SendBuffer(buffer_size, name)  # what send() keeps while disconnected
         self._ws: ClientConnection | None = None
         self._closing = False
         self._handshake = 0.0  # seconds the last successful attempt took
@@ -222,7 +197,7 @@ class ReconnectingClient:
             if self._ws is not None:
                 ws, self._ws = self._ws, None
                 await close_within(ws)
-                close = _close_event(ws)
+                close = close_event(ws)
                 self._record(EventKind.CLOSE, code=close.code, detail=f"reason={close.reason!r} "
                              f"wasClean={close.was_clean} (cancelled)", reason=close.reason, was_clean=close.was_clean)
             self.state = ClientState.CLOSED
@@ -255,7 +230,7 @@ class ReconnectingClient:
         self._record(EventKind.OPEN, detail="first" if first else "reconnect", attempt=self.attempts,
                      handshake=self._handshake)
         try:
-            await self.flush_buffer(ws)
+            await self._buffer.flush(ws)
             self.state = ClientState.OPEN
             self._opened.set()
             self._call(self.on_open, first)
@@ -268,7 +243,7 @@ class ReconnectingClient:
             self.state = ClientState.DISCONNECTED
         await close_within(ws)  # normally closed already; never wait forever
         self._ws = None
-        close = _close_event(ws)
+        close = close_event(ws)
         self.last_close = close
         uptime = self.clock() - opened_at
         self._record(EventKind.CLOSE, code=close.code, detail=f"reason={close.reason!r} wasClean={close.was_clean}",
@@ -309,28 +284,20 @@ class ReconnectingClient:
                 return
             except ConnectionClosed:
                 pass  # the connection died under us: keep the message for the next one
-        if len(self._buffer) >= self.buffer_size:
+        try:
+            self._buffer.add(message)
+        except BufferFull:
             self._record(EventKind.BUFFER_FULL, detail=f"{len(self._buffer)} messages waiting", size=len(self._buffer))
-            raise BufferFull(
-                f"{self.name}: {len(self._buffer)} messages are waiting for a connection (buffer_size="
-                f"{self.buffer_size}); wait for client.wait_open() or make the buffer bigger"
-            )
-        self._buffer.append(message)
+            raise
 
     @property
     def buffered(self) -> int:
         """How many messages wait for the next connection."""
         return len(self._buffer)
 
-    async def flush_buffer(self, ws: ClientConnection) -> None:
-        """Send what :meth:`send` kept while disconnected, in order, on the new connection ``ws``.
-
-        :meth:`run` calls it right after each opening handshake, before anything else is sent.
-        """
-        # Remove a message only once it is sent: if the link dies here, the rest waits for the next one.
-        while self._buffer:
-            await ws.send(self._buffer[0])
-            self._buffer.popleft()
+    @property
+    def buffer_size(self) -> int:
+        return self._buffer.size
 
     # -- receiving -----------------------------------------------------------------
 
@@ -346,7 +313,8 @@ class ReconnectingClient:
         if seq is not None:
             seen = self.sequence.see(seq)
             if seen.kind == "duplicate":
-                self._record(EventKind.DUPLICATE, detail=f"seq {seq} again (last was {self.sequence.last_seq})", seq=seq)
+                self._record(EventKind.DUPLICATE, detail=f"seq {seq} again (last was {self.sequence.last_seq})",
+                             seq=seq)
             elif seen.missed is not None:
                 first, last = seen.missed
                 self._record(EventKind.GAP, detail=f"missed {first}-{last}", first=first, last=last)
@@ -375,17 +343,8 @@ class ReconnectingClient:
         return self.policy.retries
 
     def resume_url(self) -> str:
-        """The URL for the next attempt: with ``?last_seq=N`` once a numbered message was seen.
-
-        That number is how a :class:`~wslab.servers.replay.ReplayServer` knows
-        where to resume: it replays every message after ``N`` it still has.
-        """
-        if not self.recover or self.last_seq is None:
-            return self.url
-        parts = urllib.parse.urlsplit(self.url)
-        query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "last_seq"]
-        query.append(("last_seq", str(self.last_seq)))
-        return urllib.parse.urlunsplit(parts._replace(path=parts.path or "/", query=urllib.parse.urlencode(query)))
+        """The URL for the next attempt: with ``?last_seq=N`` once a numbered message was seen, if recovering."""
+        return resume_url(self.url, self.last_seq) if self.recover else self.url
 
     # -- waiting and closing -----------------------------------------------------------
 
@@ -448,10 +407,3 @@ class ReconnectingClient:
     def __repr__(self) -> str:
         return (f"<ReconnectingClient {self.name} {self.state}, {self.opens} opens, {self.attempts} attempts, "
                 f"last_seq={self.last_seq}>")
-
-
-def _close_event(ws: ClientConnection) -> CloseEvent:
-    exc = ws.close_exc if ws.close_code is not None else None
-    clean = exc is not None and exc.rcvd is not None and exc.sent is not None
-    code = int(ws.close_code) if ws.close_code is not None else 1006  # int, not websockets' CloseCode enum
-    return CloseEvent(code, ws.close_reason or "", clean)

@@ -27,8 +27,9 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 
 from ..runtime.errors import LabError, WaitTimeout
-from ..runtime.lab import Lab, LabServer
-from ..runtime.timeline import EventKind
+from ..runtime.lab import Lab
+from ..runtime.server import LabServer
+from ..runtime.timeline import Event, EventKind
 from ..runtime.timing import wait_until
 from .proxy import Fault, FaultProxy
 
@@ -77,7 +78,7 @@ class Outcome:
     cause: str  # the __cause__ chain, e.g. "ConnectionResetError(104, 'Connection reset by peer')"
     detected_after: float | None  # seconds from the failure to the server's close; None: never
 
-    def row(self) -> dict:
+    def row(self) -> dict[str, Any]:
         """The columns that stay the same from run to run (no timing)."""
         return {
             "client died by": self.mode,
@@ -100,7 +101,7 @@ async def _new_server_connection(server: LabServer, before: set[ServerConnection
 
 async def connect_victim(
     lab: Lab, server: LabServer, mode: str, *, proxy: FaultProxy | None = None, name: str | None = None,
-    deadline: float = 5.0, **connect_options,
+    deadline: float = 5.0, **connect_options: Any,
 ) -> Victim:
     """Open a client to ``server`` that will die by ``mode``.
 
@@ -116,12 +117,13 @@ async def connect_victim(
         )
     name = name or f"victim-{mode}"
     before = set(server.connections)
+    # server_ws is filled in below, once the server has accepted the connection.
     victim = Victim(mode, server, None, "", proxy=proxy)  # type: ignore[arg-type]
     if mode == "killed":
         victim.client = await _spawn_client_process(lab, server.url, name, deadline)
     else:
         proxy_before = {c.label for c in proxy.connections} if proxy else set()
-        url = proxy.url if mode in _VIA_PROXY else server.url
+        url = proxy.url if proxy is not None and mode in _VIA_PROXY else server.url
         victim.client = await lab.connect(url, name=name, **connect_options)
         if proxy is not None and mode in _VIA_PROXY:
             fresh = [c.label for c in proxy.connections if c.label not in proxy_before]
@@ -137,6 +139,7 @@ async def _spawn_client_process(lab: Lab, url: str, name: str, deadline: float) 
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     await lab.track(name, _ProcessHandle(process))
+    assert process.stdout is not None  # a PIPE, above
     try:
         line = await asyncio.wait_for(process.stdout.readline(), deadline)
     except asyncio.TimeoutError:
@@ -179,7 +182,7 @@ async def inflict(lab: Lab, victim: Victim) -> None:
 async def observe(lab: Lab, victim: Victim, *, timeout: float) -> Outcome:
     """Wait up to ``timeout`` seconds for the server's side of the victim to close; report what it saw."""
 
-    def closed() -> list:
+    def closed() -> list[Event]:
         return lab.timeline.select(source=victim.server.name, kind=EventKind.CLOSED, conn=victim.conn)
 
     try:
@@ -204,7 +207,7 @@ def _short(exc: BaseException | None) -> str:
 
 async def run_failure(
     lab: Lab, server: LabServer, mode: str, *, proxy: FaultProxy | None = None, timeout: float = 3.0,
-    settle: float = 0.1, **connect_options,
+    settle: float = 0.1, **connect_options: Any,
 ) -> Outcome:
     """Connect a client, let it die by ``mode``, and report what the server saw within ``timeout``."""
     victim = await connect_victim(lab, server, mode, proxy=proxy, **connect_options)

@@ -42,61 +42,19 @@ from pathlib import Path
 from ..runtime.errors import LabError
 from ..runtime.javalog import TomcatLog
 from ..runtime.lab import Lab
-from ..runtime.programs import register
+from ..runtime.programs import IPTABLES, UNSHARE, unshare_net
 from ..runtime.timeline import EventKind
 from ..runtime.timing import scaled
-from ..runtime.tomcat import NOTEBOOK, LinuxProgram, tomcat_skip_reason
+from ..runtime.tomcat import tomcat_skip_reason
 
 __all__ = ["IPTABLES", "UNSHARE", "HostNetwork", "VanishRun", "host_network", "run_vanish", "vanish_skip_reason"]
 
 TIMED_OUT = "java.io.IOException: Connection timed out"
 
-IPTABLES = register(LinuxProgram(
-    "iptables", needed_by=(NOTEBOOK,), executables=("iptables", "/usr/sbin/iptables", "/sbin/iptables"),
-    install={"Debian/Ubuntu": "sudo apt install iptables", "macOS, Windows": "not supported"},
-))
-
-
-def _unshare_net() -> list[str]:
-    """``unshare --net`` as root; without root, ``unshare --map-root-user --net`` (a user namespace too)."""
-    return ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--net"]
-
-
 def namespace_command() -> list[str]:
     """The ``unshare`` command the driver runs under: a new network namespace, and a PID namespace
     whose PID 1 is the driver, so that the kernel kills everything in it when the driver dies."""
-    return [*_unshare_net(), "--pid", "--fork", "--kill-child"]
-
-
-@functools.cache
-def _namespace_error() -> str | None:
-    """None if ``unshare`` can make the namespaces here, else its one-line complaint. Asked once."""
-    try:
-        done = subprocess.run([*namespace_command(), "true"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
-    return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["failed"])[-1]
-
-
-class _Unshare(LinuxProgram):
-    """``unshare``, and whether it may create namespaces here: containers and hardened kernels forbid it."""
-
-    def availability(self) -> tuple[bool, str]:
-        available, reason = super().availability()
-        if not available:
-            return available, reason
-        error = _namespace_error()
-        command = " ".join(_unshare_net())
-        if error is not None:
-            return False, (f"{command} cannot create a network namespace here ({error}): "
-                           "run as root, or allow unprivileged user namespaces")
-        return True, f"{reason}; {command} creates network namespaces"
-
-
-UNSHARE = register(_Unshare(
-    "unshare", needed_by=(NOTEBOOK,), executables=("unshare", "/usr/bin/unshare"),
-    install={"Debian/Ubuntu": "sudo apt install util-linux", "macOS, Windows": "not supported"},
-))
+    return [*unshare_net(), "--pid", "--fork", "--kill-child"]
 
 
 def vanish_skip_reason() -> str | None:

@@ -26,16 +26,12 @@ refuse    close the listening socket: new connections are refused.
 from __future__ import annotations
 
 import asyncio
-import socket
-import struct
-from collections import deque
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.errors import LabError, bind_error
 from ..runtime.lab import host_port
 from ..runtime.timeline import Timeline
+from .relay import FAULTS, STATES, Fault, ProxyConnection, Side, check_fault
 
 if TYPE_CHECKING:
     from ..runtime.lab import Lab
@@ -43,192 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["Fault", "FAULTS", "FaultProxy", "ProxyConnection", "UpstreamUnreachable", "start_proxy"]
 
 
-class Fault(StrEnum):
-    """The proxy's faults. States last until another state replaces them; events happen once."""
-
-    PASS = "pass"  # state: relay bytes as they come
-    LATENCY = "latency"  # state: delay every chunk
-    STALL = "stall"  # state: stop reading both ways, keep the sockets open
-    RESET = "reset"  # event: RST both sides
-    CLOSE = "close"  # event: FIN both sides
-    REFUSE = "refuse"  # state of the listener: new connections are refused
-
-
-FAULTS = tuple(fault.value for fault in Fault)
-
-# Faults that last; RESET and CLOSE are events: they end the connections they hit, and change nothing after.
-_STATES = (Fault.PASS, Fault.LATENCY, Fault.STALL)
-
-
 class UpstreamUnreachable(ConnectionError):
     """The proxy could not reach its upstream server."""
-
-
-def _check_fault(fault: str) -> Fault:
-    try:
-        return Fault(fault)
-    except ValueError:
-        raise ValueError(f"unknown fault {fault!r}: choose one of {', '.join(FAULTS)}") from None
-
-
-def _linger_zero(transport: asyncio.BaseTransport) -> None:
-    # With SO_LINGER on and a zero timeout, close() discards unsent data and
-    # sends RST instead of FIN. This is how Toxiproxy's reset_peer works too.
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-class _Side(asyncio.Protocol):
-    """One socket of a relayed connection. It forwards what it reads to its peer side."""
-
-    def __init__(self, conn: ProxyConnection, direction: str) -> None:
-        self.conn = conn
-        self.direction = direction  # "up": this side reads the client's bytes
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Side | None = None
-        self.writing_paused = False
-        self.eof_in = False  # the socket's peer sent a FIN
-        self.eof_out = False  # we sent a FIN on this socket
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        if self.direction == "up":
-            # The client's socket is not read until the upstream connection is up.
-            self.transport.pause_reading()
-
-    def data_received(self, data: bytes) -> None:
-        self.conn._relay(self, data)
-
-    def eof_received(self) -> bool:
-        # Half-close: pass the FIN on, keep the other direction open.
-        self.eof_in = True
-        peer = self.peer
-        if peer and peer.transport and not peer.transport.is_closing() and peer.transport.can_write_eof():
-            self.conn._after_pending(peer, peer._write_eof)
-        self._close_if_done()
-        return True
-
-    def _write_eof(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write_eof()
-            self.eof_out = True
-            self._close_if_done()
-
-    def _close_if_done(self) -> None:
-        # A FIN each way: nothing more can flow, so close the socket (else it leaks).
-        if self.eof_in and self.eof_out and self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn._side_lost(self, exc)
-
-    # Flow control: when our write buffer is full, stop reading from the peer,
-    # so a slow reader slows down the writer at the far end, as TCP would.
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        if self.peer and self.peer.transport:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        if self.peer and self.peer.transport and self.conn.fault != "stall":
-            self.peer.transport.resume_reading()
-
-
-@dataclass
-class ProxyConnection:
-    """One client connection relayed to the upstream server."""
-
-    proxy: FaultProxy
-    label: str
-    fault: str = "pass"
-    delay: float = 0.0
-    bytes_up: int = 0  # client -> server
-    bytes_down: int = 0  # server -> client
-    closed: bool = False
-
-    def __post_init__(self) -> None:
-        self.client = _Side(self, "up")
-        self.server = _Side(self, "down")
-        self.client.peer, self.server.peer = self.server, self.client
-        # Chunks held back by the latency fault, per side they will be written to.
-        self._delayed: dict[str, deque] = {"up": deque(), "down": deque()}
-        self._flush_handles: dict[str, asyncio.TimerHandle | None] = {"up": None, "down": None}
-
-    # -- relaying -----------------------------------------------------------
-
-    def _relay(self, source: _Side, data: bytes) -> None:
-        if source.direction == "up":
-            self.bytes_up += len(data)
-        else:
-            self.bytes_down += len(data)
-        target = source.peer
-        assert target is not None
-        if self.fault == "latency" or self._delayed[target.direction]:
-            due = asyncio.get_running_loop().time() + self.delay
-            self._delayed[target.direction].append((due, data))
-            self._schedule_flush(target)
-        elif target.transport is not None and not target.transport.is_closing():
-            target.transport.write(data)
-
-    def _schedule_flush(self, target: _Side) -> None:
-        if self._flush_handles[target.direction] is None and self._delayed[target.direction]:
-            due = self._delayed[target.direction][0][0]
-            self._flush_handles[target.direction] = asyncio.get_running_loop().call_at(due, self._flush, target)
-
-    def _flush(self, target: _Side) -> None:
-        self._flush_handles[target.direction] = None
-        now = asyncio.get_running_loop().time()
-        queue = self._delayed[target.direction]
-        while queue and queue[0][0] <= now:
-            _, data = queue.popleft()
-            if callable(data):  # a deferred write_eof
-                data()
-            elif target.transport is not None and not target.transport.is_closing():
-                target.transport.write(data)
-        self._schedule_flush(target)
-
-    def _after_pending(self, target: _Side, action) -> None:
-        """Run ``action`` after delayed chunks for ``target``, so a FIN never overtakes data."""
-        if self._delayed[target.direction]:
-            self._delayed[target.direction].append((self._delayed[target.direction][-1][0], action))
-        else:
-            action()
-
-    # -- faults -------------------------------------------------------------
-
-    def apply(self, fault: str, delay: float = 0.0) -> None:
-        fault = _check_fault(fault)
-        if fault == Fault.REFUSE:
-            raise ValueError("'refuse' applies to the proxy's listener, not to one connection")
-        if self.closed:
-            return
-        previous, self.fault, self.delay = self.fault, fault, delay
-        if fault == "stall":
-            for side in (self.client, self.server):
-                side.transport.pause_reading()
-        elif previous == "stall":
-            for side in (self.client, self.server):
-                if not side.peer.writing_paused:
-                    side.transport.resume_reading()
-        if fault in ("reset", "close"):
-            for side in (self.client, self.server):
-                if fault == "reset":
-                    _linger_zero(side.transport)
-                    side.transport.abort()
-                else:
-                    side.transport.close()
-        self.proxy.timeline.record(self.proxy.name, "fault", conn=self.label, detail=fault, delay=delay)
-
-    def _side_lost(self, side: _Side, exc: Exception | None) -> None:
-        # When one side goes, close the other (after any delayed bytes).
-        peer = side.peer
-        if peer and peer.transport and not peer.transport.is_closing():
-            self._after_pending(peer, peer.transport.close)
-        if not self.closed and (peer is None or peer.transport is None or peer.transport.is_closing()):
-            self.closed = True
-            self.proxy._connection_closed(self, side, exc)
 
 
 class FaultProxy:
@@ -256,7 +68,7 @@ class FaultProxy:
         self.connections: list[ProxyConnection] = []
         self._closed_bytes = [0, 0]
         self._listener: asyncio.Server | None = None
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[None]] = set()
         self._count = 0
 
     @classmethod
@@ -312,7 +124,7 @@ class FaultProxy:
         self._listener = await loop.create_server(self._accept_protocol, self.host, self.port)
         self.port = self._listener.sockets[0].getsockname()[1]
 
-    def _accept_protocol(self) -> _Side:
+    def _accept_protocol(self) -> Side:
         # Called for each accepted client socket. The upstream connection is
         # made right away; until it is up, the client socket is not read.
         self._count += 1
@@ -333,14 +145,15 @@ class FaultProxy:
             return
         self.connections.append(conn)
         self.timeline.record(self.name, "open", conn=conn.label)
-        conn.client.transport.resume_reading()
+        if conn.client.transport is not None:
+            conn.client.transport.resume_reading()
         # Apply the proxy's fault as it is now: set_fault() may have run while the upstream
         # connection was being made, and this connection wasn't in self.connections yet.
-        conn.fault, conn.delay = "pass", 0.0
+        conn.fault, conn.delay = Fault.PASS, 0.0
         if self.fault != Fault.PASS:
             conn.apply(self.fault, self.delay)
 
-    def _connection_closed(self, conn: ProxyConnection, side: _Side, exc: Exception | None) -> None:
+    def _connection_closed(self, conn: ProxyConnection, side: Side, exc: Exception | None) -> None:
         if conn in self.connections:
             self.connections.remove(conn)
             self._closed_bytes[0] += conn.bytes_up
@@ -366,7 +179,7 @@ class FaultProxy:
         ``refuse`` closes the listener; only ``pass`` opens it again (and
         ends ``stall`` and ``latency``).
         """
-        fault = _check_fault(fault)
+        fault = check_fault(fault)
         if fault == Fault.LATENCY and delay <= 0:
             raise ValueError("latency needs a positive delay in seconds, e.g. delay=0.2")
         if conn is not None:
@@ -381,7 +194,7 @@ class FaultProxy:
         if fault == Fault.PASS and self.refusing:
             await self._listen()
             self.refusing = False
-        if fault in _STATES:
+        if fault in STATES:
             self.fault, self.delay = fault, delay
         if not self.connections:
             self.timeline.record(self.name, "fault", detail=fault)
@@ -423,7 +236,8 @@ async def start_proxy(lab: Lab, upstream: Any, *, name: str, host: str = "127.0.
     await lab.close(name)
     up_host, up_port = host_port(upstream)
     try:
-        proxy = await FaultProxy.start(up_port, upstream_host=up_host, host=host, port=port, name=name, timeline=lab.timeline)
+        proxy = await FaultProxy.start(up_port, upstream_host=up_host, host=host, port=port, name=name,
+                                       timeline=lab.timeline)
     except UpstreamUnreachable as exc:
         raise LabError(str(exc)) from None
     except OSError as exc:

@@ -36,7 +36,7 @@ try:  # POSIX only
     import fcntl
     import termios
 except ImportError:  # pragma: no cover - Windows
-    fcntl = termios = None  # type: ignore[assignment]
+    fcntl = termios = None  # type: ignore[assignment]  # a module or None; the lab runs on Linux and macOS
 
 __all__ = ["HAS_USER_TIMEOUT", "SeedErrors", "reproduce_seed_errors", "unsent_bytes", "unread_bytes"]
 
@@ -243,4 +243,5 @@ def _ioctl_int(sock: socket.socket, request: int) -> int | None:
         raw = fcntl.ioctl(sock.fileno(), request, struct.pack("i", 0))
     except OSError:
         return None
-    return struct.unpack("i", raw)[0]
+    value: int = struct.unpack("i", raw)[0]
+    return value

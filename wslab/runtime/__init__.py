@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from .display import SourceCode, Table, show_source, table
 from .errors import LabError, WaitTimeout
-from .lab import Lab, LabServer, Restart, check_url, current_lab, new_lab, running_tasks, tasks_left
+from .lab import Lab, check_url, current_lab, new_lab, running_tasks, tasks_left
 from .programs import PROGRAMS, ChildProcess, Program, free_port
+from .server import LabServer, Restart
 from .timeline import Event, EventKind, Timeline, describe_exception
 from .timing import CLOSE_DEADLINE, TIMEOUT_FACTOR, abort_all, close_within, scaled, wait_until
 

@@ -3,9 +3,9 @@
 Chromium is found in this order: the ``WSLAB_CHROMIUM`` environment variable,
 the Chromium that ``python -m playwright install chromium`` downloaded,
 ``/usr/bin/chromium`` and ``/usr/bin/chromium-browser`` (Debian and Ubuntu
-packages), then the macOS applications. :data:`CHROMIUM` is its
-:class:`~wslab.runtime.programs.Program`: it says whether there is one, and
-applies the lab's rule for tests: skip on a laptop without a browser, never
+packages), then the macOS applications. :data:`~wslab.runtime.programs.CHROMIUM`
+is its :class:`~wslab.runtime.programs.Program`: it says whether there is one,
+and applies the lab's rule for tests: skip on a laptop without a browser, never
 skip in CI. The pages the notebooks open live in :mod:`wslab.clients.page`.
 """
 
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
-import os
 import time
 from typing import Any
 
 from .errors import LabError
 from .lab import Lab
-from .programs import Program, register
+from .programs import CHROMIUM
 from .timeline import EventKind
 
 __all__ = [
@@ -28,9 +26,6 @@ __all__ = [
     "CHROMIUM_FLAGS",
     "TEST_HOST",
     "LabBrowser",
-    "find_chromium",
-    "browser_available",
-    "browser_skip_reason",
     "launch_browser",
 ]
 
@@ -50,66 +45,6 @@ CHROMIUM_FLAGS = [
 # them; to see mixed-content blocking as a real site would, use this name instead.
 # ``.test`` is reserved for testing (RFC 2606): it never resolves on the internet.
 TEST_HOST = "wslab.test"
-
-
-def _playwright_downloads() -> list[str]:
-    """Chromiums that ``python -m playwright install chromium`` downloaded, newest first."""
-    if os.environ.get("PLAYWRIGHT_BROWSERS_PATH") not in (None, "", "0"):
-        roots = [os.environ["PLAYWRIGHT_BROWSERS_PATH"]]
-    else:
-        roots = [
-            os.path.expanduser("~/.cache/ms-playwright"),
-            os.path.expanduser("~/Library/Caches/ms-playwright"),
-            os.path.join(os.environ.get("LOCALAPPDATA", ""), "ms-playwright"),
-        ]
-    patterns = [
-        "chromium-*/chrome-linux*/chrome",
-        "chromium-*/chrome-mac*/*.app/Contents/MacOS/*",
-        "chromium-*/chrome-win*/chrome.exe",
-    ]
-    found: list[str] = []
-    for root in roots:
-        for pattern in patterns:
-            found += sorted(glob.glob(os.path.join(root, pattern)), reverse=True)
-    return found
-
-
-CHROMIUM = register(Program(
-    "chromium",
-    needed_by=("03-close-codes-in-the-browser",),
-    executables=(
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/Applications/Chromium.app/Contents/MacOS/Chromium",
-        "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
-        "chromium",
-        "chromium-browser",
-    ),
-    install={"Debian/Ubuntu": "sudo apt install chromium", "macOS or elsewhere": "python -m playwright install chromium"},
-    env_var="WSLAB_CHROMIUM",
-    core=True,
-    more_places=_playwright_downloads,
-    python_module=("playwright.async_api", "pip install -e '.[test]' (or pip install playwright)"),
-))
-
-
-def find_chromium() -> str | None:
-    """The first Chromium executable found (see the module's docstring for the order), or None."""
-    return CHROMIUM.find()
-
-
-def browser_available() -> tuple[bool, str]:
-    """Whether the browser demos can run here (Playwright and a Chromium), and why or why not, in one line."""
-    return CHROMIUM.availability()
-
-
-def browser_skip_reason() -> str | None:
-    """Why browser tests should skip here, or None if they must run.
-
-    On a laptop without a browser they skip with the reason. In CI
-    (``CI=true``) they never skip: a missing browser must fail the build.
-    """
-    return CHROMIUM.skip_reason()
 
 
 class LabBrowser:
@@ -188,11 +123,8 @@ async def launch_browser(
         LabError: no Chromium (saying how to get one), or it did not start within ``timeout``.
     """
     await lab.close(name)
-    ok, reason = browser_available()
-    if not ok:
-        raise LabError(reason)
-    executable = executable or find_chromium()
-    assert executable is not None
+    found = CHROMIUM.require()  # Playwright and a Chromium, or a one-line LabError that says how to get them
+    executable = executable or found
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 

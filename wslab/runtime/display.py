@@ -46,7 +46,7 @@ class Table:
     def __str__(self) -> str:
         rows = [self.header] + self.rows
         widths = [max(len(r[i]) for r in rows) for i in range(len(self.header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 

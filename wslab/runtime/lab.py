@@ -24,28 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.frames import CloseCode
+from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from .errors import LabError, bind_error
-from .timeline import Timeline, TimelineLogHandler, describe_exception
-from .timing import CLOSE_DEADLINE, abort_all, close_within, wait_until
+from .errors import LabError
+from .server import Handler, LabServer, Restart
+from .timeline import EventTable, Timeline, describe_exception
+from .timing import CLOSE_DEADLINE, close_within
 
 __all__ = [
     "Lab", "LabServer", "Restart", "new_lab", "current_lab", "check_url", "host_port", "Handler",
     "running_tasks", "tasks_left",
 ]
 
-Handler = Callable[[ServerConnection], Awaitable[None]]
+T = TypeVar("T")
 
 
 def check_url(url: str) -> str:
@@ -79,158 +76,6 @@ class _ConnectionLabels:
             self._count += 1
             label = self._labels[ws] = f"c{self._count}"
         return label
-
-
-@dataclass(frozen=True)
-class Restart:
-    """When a :meth:`LabServer.restart` stopped listening and listened again, in timeline seconds."""
-
-    down_at: float
-    up_at: float
-
-    @property
-    def downtime(self) -> float:
-        return self.up_at - self.down_at
-
-
-class LabServer:
-    """A websockets server run by the lab, with its connections recorded on the timeline.
-
-    Attributes:
-        url: ``ws://127.0.0.1:PORT``.
-        port: The port, kept across :meth:`restart`.
-        handler: The connection handler (your code).
-    """
-
-    close_rank = 3  # closed after tasks, proxies and clients: see Lab.close
-
-    def __init__(self, lab: Lab, name: str, handler: Handler, host: str, port: int, options: dict) -> None:
-        self.lab = lab
-        self.name = name
-        self.handler = handler
-        self.host = host
-        self.port = port
-        self.options = options
-        self.server: Server | None = None
-        self._listening = asyncio.Event()
-        self._watchers: set[asyncio.Task] = set()
-        # websockets logs handler crashes here. Not registered with logging.getLogger(): it goes
-        # away with the server, and no later server can inherit this one's timeline.
-        self._logger = logging.Logger(f"wslab.server.{name}", level=logging.WARNING)
-        self._logger.addHandler(TimelineLogHandler(lab.timeline, name))
-
-    @property
-    def url(self) -> str:
-        """``ws://127.0.0.1:PORT``, or ``wss://`` when the server was started with ``ssl=``."""
-        scheme = "wss" if self.options.get("ssl") else "ws"
-        return f"{scheme}://{self.host}:{self.port}"
-
-    @property
-    def connections(self) -> set[ServerConnection]:
-        """Connections that completed the opening handshake and are still OPEN."""
-        return self.server.connections if self.server else set()
-
-    @property
-    def is_listening(self) -> bool:
-        return self.server is not None
-
-    def label(self, ws: ServerConnection) -> str:
-        return self.lab.label(ws)
-
-    async def start(self) -> LabServer:
-        """Listen (again) on the same host and port."""
-        if self.server is not None:
-            return self
-        try:
-            self.server = await serve(self._handle, self.host, self.port, logger=self._logger, **self.options)
-        except OSError as exc:
-            raise bind_error(exc, self.host, self.port) from None
-        self.port = self.server.sockets[0].getsockname()[1]
-        self._listening.set()
-        self.lab.timeline.record(self.name, "listening", detail=self.url)
-        return self
-
-    async def wait_listening(self, timeout: float = 5.0) -> None:
-        """Wait until the server listens (again), e.g. while a :meth:`restart` runs in a task.
-
-        Raises:
-            WaitTimeout: it did not listen within ``timeout`` seconds (scaled).
-        """
-        await wait_until(self._listening.is_set, timeout, f"server {self.name!r} listening again")
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        conn = self.label(ws)
-        self.lab.timeline.record(self.name, "open", conn=conn, detail=f"from port {ws.remote_address[1]}")
-        watcher = asyncio.create_task(self._watch(ws, conn))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
-        try:
-            await self.handler(ws)
-        except ConnectionClosed as exc:
-            self.lab.timeline.record(self.name, "handler-exit", conn=conn, detail=describe_exception(exc), exc=exc)
-        except Exception as exc:
-            # A bug in the handler: record it in one line, close with 1011 like websockets would.
-            where = getattr(self.handler, "__qualname__", "handler")
-            self.lab.timeline.record(
-                self.name, "handler-error", conn=conn, code=CloseCode.INTERNAL_ERROR,
-                detail=f"{where} raised {type(exc).__name__}: {exc}", exc=exc,
-            )
-            await close_within(ws, CLOSE_DEADLINE, CloseCode.INTERNAL_ERROR, "internal error")
-        else:
-            self.lab.timeline.record(self.name, "handler-exit", conn=conn, detail="returned")
-
-    async def _watch(self, ws: ServerConnection, conn: str) -> None:
-        """Record how and when the connection ended, with the exception's cause chain."""
-        await ws.wait_closed()
-        exc = ws.close_exc
-        self.lab.timeline.record(
-            self.name, "closed", conn=conn, code=None if ws.close_code is None else int(ws.close_code),
-            detail=describe_exception(exc), exc=exc,
-            rcvd=exc.rcvd.code if exc.rcvd else None, sent=exc.sent.code if exc.sent else None,
-        )
-
-    async def stop(self, *, code: int = CloseCode.GOING_AWAY, reason: str = "", deadline: float = 2.0) -> None:
-        """Close the listening socket, close connections with ``code``; abort those that don't finish in time."""
-        if self.server is None:
-            return
-        server, self.server = self.server, None
-        self._listening.clear()
-        server.close(code=code, reason=reason)
-        try:
-            await asyncio.wait_for(asyncio.shield(server.wait_closed()), deadline)
-        except asyncio.TimeoutError:
-            # A send blocked on a stalled peer ignores close_timeout: only abort() frees it.
-            abort_all(server.all_connections)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), CLOSE_DEADLINE)
-        self.lab.timeline.record(self.name, "stopped", code=int(code), detail=reason)
-
-    async def restart(self, *, downtime: float = 0.0) -> Restart:
-        """Stop with 1012 (service restart), stay down ``downtime`` seconds, listen again on the same port.
-
-        The listening socket really closes: connection attempts meanwhile are
-        refused. Returns when it listens again, with both moments; run it in a
-        task and ``await server.wait_listening()`` to do something meanwhile.
-        """
-        await self.stop(code=CloseCode.SERVICE_RESTART, reason="service restart")
-        down_at = self.lab.timeline.now()
-        await asyncio.sleep(downtime)
-        await self.start()
-        return Restart(down_at, self.lab.timeline.now())
-
-    def abort_connections(self) -> int:
-        """Abort every connection now: for experiments whose clients are dead anyway. Returns how many."""
-        return abort_all(self.server.all_connections) if self.server is not None else 0
-
-    async def close(self) -> None:
-        await self.stop(deadline=CLOSE_DEADLINE)
-        for task in list(self._watchers):
-            task.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
-
-    def __repr__(self) -> str:
-        state = "listening" if self.server else "stopped"
-        return f"<LabServer {self.name} {self.url} {state}, {len(self.connections)} open>"
 
 
 class Lab:
@@ -286,13 +131,14 @@ class Lab:
         except OSError as exc:
             cause = f"{type(exc).__name__}: {exc}"
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                cause = f"TLS certificate verification failed ({getattr(exc, 'verify_message', exc)}); pass ssl= a context that trusts the server's CA"
+                cause = (f"TLS certificate verification failed ({getattr(exc, 'verify_message', exc)}); "
+                         "pass ssl= a context that trusts the server's CA")
             raise LabError(f"cannot connect to {url}: {cause}") from None
         await self.track(name, ws)
         self.timeline.record(name, "open", detail=url)
         return ws
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the background. Its end, and any exception, is recorded, never printed.
 
         Spawning under a name that is running cancels the old task first
@@ -310,7 +156,7 @@ class Lab:
         self._resources[name] = task
         return task
 
-    async def track(self, name: str, resource: Any) -> Any:
+    async def track(self, name: str, resource: T) -> T:
         """Track anything with a ``close()`` method (sync or async), so :meth:`close` closes it.
 
         Like every way of starting something, it first closes what ``name``
@@ -322,7 +168,7 @@ class Lab:
         self._resources[name] = resource
         return resource
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
             self.timeline.record(task.get_name(), "task-cancelled")
         elif task.exception() is not None:
@@ -360,7 +206,7 @@ class Lab:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def events(self, **filters: Any):
+    def events(self, **filters: Any) -> EventTable:
         """The timeline as a table; see :meth:`Timeline.table` for the filters."""
         return self.timeline.table(**filters)
 
@@ -421,7 +267,7 @@ def current_lab() -> Lab | None:
     return _current
 
 
-def running_tasks() -> set[asyncio.Task]:
+def running_tasks() -> set[asyncio.Task[Any]]:
     """Every asyncio task that runs now, except those running the caller: a snapshot for :func:`tasks_left`.
 
     Take it before the lab starts anything (in a notebook: right after ``new_lab()``).
@@ -430,7 +276,7 @@ def running_tasks() -> set[asyncio.Task]:
     return tasks - _running_the_caller(tasks)
 
 
-def tasks_left(before: set[asyncio.Task]) -> list[asyncio.Task]:
+def tasks_left(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
     """The tasks that run now and did not run at the ``before`` snapshot: what was left behind.
 
     After ``await lab.close()`` this should be empty. The rule is "started
@@ -440,7 +286,7 @@ def tasks_left(before: set[asyncio.Task]) -> list[asyncio.Task]:
     return list(running_tasks() - before)
 
 
-def _running_the_caller(tasks: set[asyncio.Task]) -> set[asyncio.Task]:
+def _running_the_caller(tasks: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
     """The current task, and every task in ``tasks`` that waits for it, directly or through others.
 
     A kernel runs each notebook cell in a fresh chain of tasks, each awaiting the

@@ -1,8 +1,11 @@
 """External programs the lab starts: Chromium, nginx, redis-server, Tomcat. Finding them, and running them.
 
-Each program the lab can use is a :class:`Program` in :data:`PROGRAMS`, with
-the command that installs it. The rule for a missing program is the same
-everywhere:
+Every program the lab can use is a :class:`Program` defined in this module
+and listed in :data:`PROGRAMS`, with the command that installs it and the
+notebooks that need it. One place, that imports nothing else of the lab: what
+lists the programs (``wslab check``, notebook 00, the notebooks' skips) needs
+no other module imported first. Adding a program is one entry below. The
+rule for a missing program is the same everywhere:
 
 - on a laptop, the notebook and its tests **skip**, with one line that names
   the install command (:meth:`Program.skip_reason`);
@@ -18,11 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import glob
 import importlib
 import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +43,14 @@ from .timing import scaled, wait_until
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["Program", "PROGRAMS", "ChildProcess", "free_port", "in_ci", "notebook_skip_reason", "register"]
+__all__ = [
+    "CHROMIUM", "LAST_CORE_NOTEBOOK", "NGINX", "PROGRAMS", "ChildProcess", "Program", "free_port", "in_ci",
+    "notebook_skip_reason",
+]
+
+# The core workshop is notebooks 00 to 05: a program one of them needs must be installed
+# (``wslab check`` fails without it); later notebooks are optional, and skip without theirs.
+LAST_CORE_NOTEBOOK = 5
 
 
 def in_ci() -> bool:
@@ -54,9 +68,11 @@ class Program:
         executables: Where to look, in order: names on ``PATH`` or absolute paths.
         install: The command that installs it, per system: ``{"Debian/Ubuntu": "sudo apt install nginx-light"}``.
         env_var: An environment variable that, when set, is the only place looked at.
-        core: True if a core notebook (00 to 05) needs it: ``wslab check`` then fails without it.
         more_places: Returns more candidates, looked at first (e.g. Playwright's own downloads).
         python_module: A Python module the lab needs to drive it, and how to install that module.
+        linux_only: The lab can run it on Linux only (network namespaces, iptables): elsewhere it says so.
+        works: Asked once it is found: None if it can really do its job here, else why not, in one line
+            (e.g. ``unshare`` exists, but this container forbids new namespaces).
     """
 
     name: str
@@ -64,9 +80,15 @@ class Program:
     executables: tuple[str, ...]
     install: dict[str, str] = field(default_factory=dict)
     env_var: str | None = None
-    core: bool = False
     more_places: Callable[[], list[str]] | None = None
     python_module: tuple[str, str] | None = None
+    linux_only: bool = False
+    works: Callable[[], str | None] | None = None
+
+    @property
+    def core(self) -> bool:
+        """True if a core notebook (00 to :data:`LAST_CORE_NOTEBOOK`) needs it: ``wslab check`` fails without it."""
+        return any(int(stem[:2]) <= LAST_CORE_NOTEBOOK for stem in self.needed_by)
 
     def find(self) -> str | None:
         """The first executable found, or None."""
@@ -86,6 +108,9 @@ class Program:
 
     def availability(self) -> tuple[bool, str]:
         """Whether it can run here, and one line that says where it is or how to install it."""
+        if self.linux_only and not sys.platform.startswith("linux"):
+            system = {"darwin": "macOS", "win32": "Windows"}.get(sys.platform, sys.platform)
+            return False, f"{self.name}: the lab runs it on Linux only, not supported on {system}"
         if self.python_module is not None:
             module, how = self.python_module
             try:
@@ -93,6 +118,10 @@ class Program:
             except ImportError:
                 return False, f"the Python module {module} is missing: {how}"
         path = self.find()
+        if path is not None and self.works is not None:
+            problem = self.works()
+            if problem is not None:
+                return False, problem
         if path is not None:
             return True, f"{self.name} found at {path}"
         if self.env_var and os.environ.get(self.env_var):
@@ -116,15 +145,122 @@ class Program:
         return path
 
 
-# Every external program the lab can start, by name. Each runtime module that starts one
-# (chromium.py, nginx.py, ...) registers its Program here.
+# Every external program the lab can start, by name: what ``wslab check``, notebook 00 and the
+# notebooks' skips read. The modules that start them (chromium.py, nginx.py) import their entry.
 PROGRAMS: dict[str, Program] = {}
 
 
-def register(program: Program) -> Program:
-    """Add ``program`` to :data:`PROGRAMS` (what ``wslab check`` and the test skips read)."""
+def _entry(program: Program) -> Program:
     PROGRAMS[program.name] = program
     return program
+
+
+def _playwright_downloads() -> list[str]:
+    """Chromiums that ``python -m playwright install chromium`` downloaded, newest first."""
+    if os.environ.get("PLAYWRIGHT_BROWSERS_PATH") not in (None, "", "0"):
+        roots = [os.environ["PLAYWRIGHT_BROWSERS_PATH"]]
+    else:
+        roots = [
+            os.path.expanduser("~/.cache/ms-playwright"),
+            os.path.expanduser("~/Library/Caches/ms-playwright"),
+            os.path.join(os.environ.get("LOCALAPPDATA", ""), "ms-playwright"),
+        ]
+    patterns = [
+        "chromium-*/chrome-linux*/chrome",
+        "chromium-*/chrome-mac*/*.app/Contents/MacOS/*",
+        "chromium-*/chrome-win*/chrome.exe",
+    ]
+    found: list[str] = []
+    for root in roots:
+        for pattern in patterns:
+            found += sorted(glob.glob(os.path.join(root, pattern)), reverse=True)
+    return found
+
+
+# Found in this order: WSLAB_CHROMIUM, Playwright's own download, Debian's and Ubuntu's packages, macOS apps.
+CHROMIUM = _entry(Program(
+    "chromium",
+    needed_by=("03-close-codes-in-the-browser",),
+    executables=(
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/Applications/Chromium.app/Contents/MacOS/Chromium",
+        "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+        "chromium",
+        "chromium-browser",
+    ),
+    install={"Debian/Ubuntu": "sudo apt install chromium",
+             "macOS or elsewhere": "python -m playwright install chromium"},
+    env_var="WSLAB_CHROMIUM",
+    more_places=_playwright_downloads,
+    python_module=("playwright.async_api", "pip install -e '.[lab]' (or pip install playwright)"),
+))
+
+NGINX = _entry(Program(
+    "nginx",
+    needed_by=("06-idle-timeouts-and-deploys",),
+    executables=("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/opt/homebrew/bin/nginx",
+                 "/usr/local/bin/nginx"),
+    install={"Debian/Ubuntu": "sudo apt install nginx-light", "macOS": "brew install nginx"},
+    env_var="WSLAB_NGINX",
+))
+
+
+REDIS = _entry(Program(
+    "redis-server",
+    needed_by=("07-several-servers",),
+    executables=("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server",
+                 "/opt/homebrew/bin/redis-server"),
+    install={"Debian/Ubuntu": "sudo apt install redis-server", "macOS": "brew install redis"},
+    env_var="WSLAB_REDIS_SERVER",
+    python_module=("redis.asyncio", "pip install -e . (or pip install redis)"),
+))
+
+# Notebook 09 runs the seed's own stack, Tomcat, and makes a client vanish in a Linux network namespace.
+TOMCAT_NOTEBOOK = "09-the-seeds-own-stack"
+TOMCAT_INSTALL = {
+    "Debian/Ubuntu": "sudo apt install --no-install-recommends tomcat10-common default-jdk-headless iptables",
+    "macOS, Windows": "not supported",
+}
+# javac finds the JDK: the java next to it runs Tomcat, so both always come from the same JDK.
+JAVAC = _entry(Program("javac", needed_by=(TOMCAT_NOTEBOOK,), executables=("javac",), install=TOMCAT_INSTALL,
+                       linux_only=True))
+# Tomcat is found by its catalina.sh; the lab starts Bootstrap itself, with the JDK above.
+TOMCAT = _entry(Program("tomcat", needed_by=(TOMCAT_NOTEBOOK,), executables=("/usr/share/tomcat10/bin/catalina.sh",),
+                        install=TOMCAT_INSTALL, linux_only=True))
+IPTABLES = _entry(Program(
+    "iptables", needed_by=(TOMCAT_NOTEBOOK,), executables=("iptables", "/usr/sbin/iptables", "/sbin/iptables"),
+    install={"Debian/Ubuntu": "sudo apt install iptables", "macOS, Windows": "not supported"}, linux_only=True,
+))
+
+
+def unshare_net() -> list[str]:
+    """``unshare --net`` as root; without root, ``unshare --map-root-user --net`` (a user namespace too)."""
+    return ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--net"]
+
+
+@functools.cache
+def _namespaces_work() -> str | None:
+    """None if ``unshare`` can make a network namespace here, else why not. Asked once: containers and
+    hardened kernels forbid it even where the program exists."""
+    command = unshare_net()
+    try:
+        done = subprocess.run([*command, "true"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        error = str(exc)
+    else:
+        if done.returncode == 0:
+            return None
+        error = (done.stderr.strip().splitlines() or ["failed"])[-1]
+    return (f"{' '.join(command)} cannot create a network namespace here ({error}): "
+            "run as root, or allow unprivileged user namespaces")
+
+
+UNSHARE = _entry(Program(
+    "unshare", needed_by=(TOMCAT_NOTEBOOK,), executables=("unshare", "/usr/bin/unshare"),
+    install={"Debian/Ubuntu": "sudo apt install util-linux", "macOS, Windows": "not supported"},
+    linux_only=True, works=_namespaces_work,
+))
 
 
 def notebook_skip_reason(name: str) -> str | None:

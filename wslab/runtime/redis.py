@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import LabError
 from .lab import Lab, Restart
-from .programs import ChildProcess, Program, free_port, register
+from .programs import REDIS, ChildProcess, free_port
 from .timeline import EventKind
 from .timing import CLOSE_DEADLINE
 
@@ -34,15 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["REDIS", "RedisServer", "ping", "start_redis"]
 
-REDIS = register(Program(
-    "redis-server",
-    needed_by=("07-several-servers",),
-    executables=("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server",
-                 "/opt/homebrew/bin/redis-server"),
-    install={"Debian/Ubuntu": "sudo apt install redis-server", "macOS": "brew install redis"},
-    env_var="WSLAB_REDIS_SERVER",
-    python_module=("redis.asyncio", "pip install -e . (or pip install redis)"),
-))
 
 # How many free ports to try: another process may take the port free_port() found before
 # redis-server binds it (there is no port 0 for redis: 0 means "no TCP at all").

@@ -168,7 +168,7 @@ class Timeline:
             and (since is None or e.t >= since)
         ]
 
-    def table(self, *, times: bool = True, **filters) -> "EventTable":
+    def table(self, *, times: bool = True, **filters: Any) -> EventTable:
         """A displayable table of the selected events.
 
         Pass ``times=False`` for output that stays the same from run to run
@@ -204,7 +204,7 @@ class EventTable:
     def __str__(self) -> str:
         rows = [self.header()] + self.rows()
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 

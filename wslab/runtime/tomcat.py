@@ -39,41 +39,21 @@ from pathlib import Path
 from .errors import LabError
 from .javalog import TomcatLog
 from .lab import Lab
-from .programs import ChildProcess, Program, free_port, register
+from .programs import JAVAC, TOMCAT, TOMCAT_INSTALL, TOMCAT_NOTEBOOK, ChildProcess, free_port
 from .timeline import EventKind
 from .timing import scaled
 
 __all__ = [
-    "INSTALL", "JAVAC", "NOTEBOOK", "TOMCAT", "LinuxProgram", "Tomcat", "compile_java", "launch_tomcat",
+    "INSTALL", "JAVAC", "NOTEBOOK", "TOMCAT", "Tomcat", "compile_java", "launch_tomcat",
     "tomcat_skip_reason",
 ]
 
-NOTEBOOK = "09-the-seeds-own-stack"
-INSTALL = "sudo apt install --no-install-recommends tomcat10-common default-jdk-headless iptables"
+NOTEBOOK = TOMCAT_NOTEBOOK
+INSTALL = TOMCAT_INSTALL["Debian/Ubuntu"]
 # The configuration every private CATALINA_BASE starts from (shipped with wslab as package data).
 BASE_TEMPLATE = Path(__file__).with_name("tomcat-base")
 # Tomcat logs into this file of its base directory.
 LOG_NAME = "catalina.out"
-
-
-class LinuxProgram(Program):
-    """A program that only notebook 09 needs, and that the lab can only run on Linux."""
-
-    def availability(self) -> tuple[bool, str]:
-        if not sys.platform.startswith("linux"):
-            system = {"darwin": "macOS", "win32": "Windows"}.get(sys.platform, sys.platform)
-            return False, f"notebook {NOTEBOOK} runs Tomcat in a Linux network namespace: not supported on {system}"
-        return super().availability()
-
-
-_HOW = {"Debian/Ubuntu": INSTALL, "macOS, Windows": "not supported"}
-
-# javac finds the JDK: the java next to it runs Tomcat, so both always come from the same JDK.
-JAVAC = register(LinuxProgram("javac", needed_by=(NOTEBOOK,), executables=("javac",), install=_HOW))
-# Tomcat is found by its catalina.sh; the lab starts Bootstrap itself, with the JDK above.
-TOMCAT = register(LinuxProgram(
-    "tomcat", needed_by=(NOTEBOOK,), executables=("/usr/share/tomcat10/bin/catalina.sh",), install=_HOW,
-))
 
 
 def tomcat_skip_reason() -> str | None:

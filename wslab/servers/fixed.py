@@ -26,7 +26,7 @@ __all__ = ["FixedServer", "BroadcastServer", "Outbox", "set_tcp_user_timeout"]
 class Outbox:
     """One client's outbound queue, and how many bytes it holds."""
 
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[str | bytes] = field(default_factory=asyncio.Queue)
     bytes: int = 0
 
 

@@ -7,7 +7,7 @@
    began, and answers 503 (try again later) beyond it, like the simulation's
    server; :func:`connect_clients` connects the herd to it;
 2. **run**: every client runs :func:`herd_member` while the server restarts
-   (:meth:`~wslab.runtime.lab.LabServer.restart`: the listening socket really
+   (:meth:`~wslab.runtime.server.LabServer.restart`: the listening socket really
    closes, connection attempts are refused until it listens again on the same
    port). Each member waits ``Backoff(**policy).next()`` before each attempt,
    like the simulation in :mod:`wslab.studies.simulate`, and reports to a
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
@@ -41,7 +41,8 @@ from websockets.http11 import Request, Response
 
 from ..clients.backoff import Backoff
 from ..runtime.errors import LabError
-from ..runtime.lab import Lab, LabServer, Restart
+from ..runtime.lab import Lab
+from ..runtime.server import LabServer, Restart
 from ..runtime.timing import abort_all, close_within, scaled
 from .simulate import AcceptLimit, HerdResult, client_seed
 
@@ -203,11 +204,11 @@ async def connect_clients(url: str, n: int, *, at_once: int = 100, timeout: floa
 
 
 async def restart_under_herd(
-    server: LabServer, admission: Admission, members: Iterable[asyncio.Task], *, downtime: float, deadline: float
+    server: LabServer, admission: Admission, members: Iterable[asyncio.Task[Any]], *, downtime: float, deadline: float
 ) -> tuple[float, Restart]:
     """Restart ``server`` while the herd's ``members`` run; wait until they are back, or ``deadline`` s from the outage.
 
-    Returns when the outage began and the :class:`~wslab.runtime.lab.Restart`, in timeline seconds.
+    Returns when the outage began and the :class:`~wslab.runtime.server.Restart`, in timeline seconds.
     """
     timeline = server.lab.timeline
     members = list(members)
@@ -248,7 +249,7 @@ def herd_result(log: HerdLog, n: int, *, outage_at: float, back_at: float, label
 async def run_herd(
     lab: Lab,
     n: int,
-    policy: dict,
+    policy: dict[str, Any],
     *,
     name: str = "herd",
     downtime: float = 1.0,
@@ -282,7 +283,7 @@ async def run_herd(
     admission = Admission(AcceptLimit(accept_rate, burst), log)
     server = await serve_herd(lab, n, admission, name=name)
     conns: list[ClientConnection] = []
-    members: list[asyncio.Task] = []
+    members: list[asyncio.Task[Any]] = []
     try:
         conns = await connect_clients(server.url, n, timeout=10 + n / 50)
         members = [

@@ -25,7 +25,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..runtime.lab import Lab, LabServer
+from ..runtime.lab import Lab
+from ..runtime.server import LabServer
 from ..runtime.timing import CLOSE_DEADLINE, abort_all, wait_until
 from ..servers import FixedServer, Outbox, ServerApp, stamp, unstamp
 from .removal import start_variant, time_to_removal

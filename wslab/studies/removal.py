@@ -26,7 +26,8 @@ from websockets.asyncio.server import ServerConnection
 from ..faults.failures import FAILURE_MODES, Victim, connect_victim, inflict
 from ..faults.proxy import FaultProxy, start_proxy
 from ..runtime.errors import WaitTimeout
-from ..runtime.lab import Lab, LabServer
+from ..runtime.lab import Lab
+from ..runtime.server import LabServer
 from ..runtime.timeline import Timeline
 from ..runtime.timing import wait_until
 from ..servers import ServerApp, make_app, start_app

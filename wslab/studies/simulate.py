@@ -29,6 +29,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -90,12 +91,12 @@ class HerdResult:
 
     n: int
     back_at: float
-    attempt_times: array = field(default_factory=lambda: array("d"))
+    attempt_times: array[float] = field(default_factory=lambda: array("d"))
     attempt_ok: bytearray = field(default_factory=bytearray)
     reconnected: list[float] = field(default_factory=list)
     lost: list[float] = field(default_factory=list)
-    accepted_at: array = field(default_factory=lambda: array("d"))
-    durations: array = field(default_factory=lambda: array("d"))
+    accepted_at: array[float] = field(default_factory=lambda: array("d"))
+    durations: array[float] = field(default_factory=lambda: array("d"))
     label: str = ""
 
     @property
@@ -144,7 +145,7 @@ class HerdResult:
             return 0.0
         return float(np.abs(self.fraction_back(moments) - other.fraction_back(moments)).max())
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The figures a notebook table shows, rounded."""
         return {
             "strategy": self.label,
@@ -160,7 +161,7 @@ class HerdResult:
 
 def simulate(
     n: int,
-    policy: dict,
+    policy: dict[str, Any],
     *,
     downtime: float,
     accept_rate: float,
