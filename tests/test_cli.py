@@ -22,8 +22,8 @@ from websockets.http11 import Response
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
-from wslab.runtime.timing import scaled
 from wslab.runtime.redis import REDIS
+from wslab.runtime.timing import scaled
 from wslab.servers import SERVERS
 
 DEADLINE = scaled(20)  # seconds for anything that should take well under one

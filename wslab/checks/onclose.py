@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import ServerConnection
 
 from ..clients.closecodes import AfterClose, after_close, name
-from ..clients.page import ClosePage, CloseEvent, Decision, ScriptError, open_page, page_url, serve_page
+from ..clients.page import CloseEvent, ClosePage, Decision, ScriptError, open_page, page_url, serve_page
 from ..faults.proxy import FaultProxy, start_proxy
 from ..runtime.chromium import launch_browser
 from ..runtime.errors import LabError

@@ -49,7 +49,15 @@ from . import closecodes
 from .backoff import Backoff
 from .buffer import BufferFull, SendBuffer
 from .policy import (
-    ClientState, CloseEvent, GiveUp, Message, Policy, ReconnectPolicy, SequenceTracker, close_event, resume_url,
+    ClientState,
+    CloseEvent,
+    GiveUp,
+    Message,
+    Policy,
+    ReconnectPolicy,
+    SequenceTracker,
+    close_event,
+    resume_url,
 )
 
 __all__ = ["ReconnectingClient", "ClientState", "CloseEvent", "Message", "BufferFull"]

@@ -30,7 +30,6 @@ import os
 import shutil
 import signal
 import ssl
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
