@@ -223,3 +223,33 @@ async def test_set_fault_while_a_connection_is_still_reaching_upstream_applies_t
             assert [c.fault for c in proxy.connections] == ["pass"]
         finally:
             writer.close()
+
+
+class _RecordingTransport:
+    """A stand-in transport for a unit test of the relay's bookkeeping: it records what is written."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+
+def test_bytes_read_before_the_upstream_connection_is_up_are_kept_not_dropped():
+    """Python 3.11.0-3.11.3 (Debian 12's python3) ignore pause_reading() in connection_made
+    (CPython gh-103607): the client's first bytes can arrive before the upstream socket exists."""
+    from wslab.faults.relay import ProxyConnection
+
+    conn = ProxyConnection(proxy=None, label="p1")  # type: ignore[arg-type]  # the proxy is not used here
+    conn._relay(conn.client, b"GET / HTTP/1.1\r\n")  # the upstream side has no transport yet
+    conn._relay(conn.client, b"\r\n")
+    upstream = _RecordingTransport()
+    conn.server.connection_made(upstream)  # type: ignore[arg-type]
+    assert upstream.written == [b"GET / HTTP/1.1\r\n", b"\r\n"]
+    assert conn.bytes_up == 18

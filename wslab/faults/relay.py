@@ -68,6 +68,7 @@ class Side(asyncio.Protocol):
         self.writing_paused = False
         self.eof_in = False  # the socket's peer sent a FIN
         self.eof_out = False  # we sent a FIN on this socket
+        self.early: list[bytes] = []  # bytes for this side that arrived before its socket was connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A TCP connection's transport: it reads and writes (asyncio types it as the base class).
@@ -75,6 +76,9 @@ class Side(asyncio.Protocol):
         if self.direction == "up":
             # The client's socket is not read until the upstream connection is up.
             self.transport.pause_reading()
+        for data in self.early:  # see ProxyConnection._relay
+            self.transport.write(data)
+        self.early.clear()
 
     def data_received(self, data: bytes) -> None:
         self.conn._relay(self, data)
@@ -148,7 +152,12 @@ class ProxyConnection:
             due = asyncio.get_running_loop().time() + self.delay
             self._delayed[target.direction].append((due, data))
             self._schedule_flush(target)
-        elif target.transport is not None and not target.transport.is_closing():
+        elif target.transport is None:
+            # The upstream connection is not up yet. connection_made() paused the client's socket
+            # until it is, but Python 3.11.0 to 3.11.3 (Debian 12's python3 is 3.11.2) ignore a
+            # pause made there and read anyway (CPython gh-103607): keep the bytes, don't drop them.
+            target.early.append(data)
+        elif not target.transport.is_closing():
             target.transport.write(data)
 
     def _schedule_flush(self, target: Side) -> None:
