@@ -5,6 +5,7 @@ One module per exercise; each check tests behaviour, never the source text.
 
 from __future__ import annotations
 
+from .deaths import check_deaths
 from .sessions import HINTS, CheckResult, ModeCheck, ModeRun, check_handler, verdict
 
-__all__ = ["HINTS", "CheckResult", "ModeCheck", "ModeRun", "check_handler", "verdict"]
+__all__ = ["check_deaths", "HINTS", "CheckResult", "ModeCheck", "ModeRun", "check_handler", "verdict"]
