@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import sys
 import time
 
 import pytest
+import trustme
 
 from wslab.faults.tcp import HAS_USER_TIMEOUT, reproduce_seed_errors, unread_bytes, unsent_bytes
 from wslab.runtime.timing import scaled
@@ -48,6 +50,50 @@ def test_portable_path_gives_a_timeout_without_errno_and_a_write_error():
     if sys.platform.startswith("linux"):
         assert isinstance(result.writer_error, BrokenPipeError)
     assert 0.3 < result.reader_after < scaled(4.0)
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
+
+
+@linux_only
+def test_over_tls_the_broken_pipe_comes_from_the_close_notify_like_the_seed(tls):
+    result = reproduce_seed_errors(user_timeout=2.0, deadline=scaled(10.0), tls=tls)
+    assert result.tls and result.method == "TCP_USER_TIMEOUT"
+    assert result.reader_line == "TimeoutError: [Errno 110] Connection timed out"
+    # The seed's second line: the write of the close_notify, when the session is closed after the read failed.
+    assert result.close_line == "BrokenPipeError: [Errno 32] Broken pipe"
+    assert result.reader_after <= result.close_after < result.reader_after + scaled(1.0)
+    # The data writer was stopped when the session closed: the broken pipe is the close path's, not a send's.
+    assert result.writer_error is None
+    assert result.bytes_accepted > 0  # TLS records the peer never read
+
+
+def test_over_tls_the_portable_path_closes_the_session_too(tls):
+    result = reproduce_seed_errors(user_timeout=0.5, deadline=scaled(5.0), portable=True, tls=tls)
+    assert result.tls and result.method == "portable"
+    assert isinstance(result.reader_error, TimeoutError) and result.reader_error.errno is None
+    # The peer closed with unread data (an RST) before the close_notify was written.
+    assert isinstance(result.close_error, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
+    assert result.writer_error is None
+
+
+def test_without_tls_nothing_is_written_on_close():
+    result = reproduce_seed_errors(user_timeout=0.5, deadline=scaled(5.0), portable=True)
+    assert not result.tls and result.close_error is None and result.close_line == "(no error)"
+
+
+def test_a_tls_handshake_that_fails_raises_and_closes_everything(tls):
+    server_context, _ = tls
+    stranger = ssl.create_default_context()  # does not trust the lab's throwaway CA
+    with pytest.raises(ssl.SSLCertVerificationError):
+        reproduce_seed_errors(user_timeout=0.5, deadline=scaled(5.0), tls=(server_context, stranger))
 
 
 def test_deadline_bounds_the_run_and_sockets_are_closed():

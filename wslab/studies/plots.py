@@ -24,14 +24,18 @@ if TYPE_CHECKING:
 __all__ = ["session_map", "broadcast_latency", "delay_spread", "attempts_per_bin", "fraction_back"]
 
 
-def _marks(ax: Axes, marks: Mapping[str, float] | None, *, label: bool = True) -> None:
-    """Dashed vertical lines at the times of events, labelled at the top of ``ax``."""
+def _marks(
+    ax: Axes, marks: Mapping[str, float] | None, *, label: bool = True, color: str = "0.4", linestyle: str = "--",
+    side: str = "right",
+) -> None:
+    """Vertical lines at the times of events, labelled at the top of ``ax``, on the ``side`` of each line."""
     for text, t in (marks or {}).items():
-        ax.axvline(t, color="0.4", linestyle="--", linewidth=1)
+        ax.axvline(t, color=color, linestyle=linestyle, linewidth=1.2)
         if label:
             ax.annotate(
-                text, xy=(t, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
-                textcoords="offset points", ha="left", va="top", fontsize=8, color="0.3", rotation=90,
+                text, xy=(t, 1), xycoords=("data", "axes fraction"), xytext=(3 if side == "right" else -5, -3),
+                textcoords="offset points", ha="left" if side == "right" else "right", va="top", fontsize=8,
+                color=color, rotation=90,
             )
 
 
@@ -68,20 +72,26 @@ def broadcast_latency(
     samples: Iterable[tuple[str, float, float]],
     *,
     marks: Mapping[str, float] | None = None,
+    due: Mapping[str, float] | None = None,
+    late: float = 1.0,
     until: float | None = None,
     title: str = "Healthy clients behind one stalled client",
 ) -> Figure:
     """Each healthy client's message latency, and how long since its last message.
 
     Top: one dot per message received, its latency (receive time minus the
-    send time in its :func:`~wslab.servers.stamp`), on a log scale. Bottom:
-    seconds since the client's last message, which grows in a straight line
-    while a client starves.
+    send time in its :func:`~wslab.servers.stamp`), on a log scale; messages
+    at least ``late`` seconds late are drawn large, and the latest is
+    labelled. Bottom: seconds since the client's last message, which grows in
+    a straight line while a client starves.
 
     Args:
         samples: ``(client, t, latency)``: a client's name, when it received a
             message (seconds on the lab's timeline) and the latency in seconds.
-        marks: Optional events to draw as vertical lines, ``{"label": t}``.
+        marks: Events that happened, drawn as dashed lines, ``{"label": t}``.
+        due: Events that were due and did not happen (say, a keepalive ping),
+            drawn as dotted red lines, ``{"label": t}``.
+        late: Latency in seconds from which a message is drawn large.
         until: Where the time axis ends (default: the last sample).
         title: The figure's title.
     """
@@ -90,11 +100,15 @@ def broadcast_latency(
         by_client.setdefault(client, []).append((t, latency))
     end = until if until is not None else max((t for points in by_client.values() for t, _ in points), default=0.0)
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
     for client, points in sorted(by_client.items()):
         points.sort()
         times = [t for t, _ in points]
         line = top.plot(times, [latency * 1000 for _, latency in points], ".", markersize=3, label=client)[0]
+        slow = [(t, latency) for t, latency in points if latency >= late]
+        if slow:  # few, and the point of the plot: big enough to see, drawn over the lines
+            top.plot([t for t, _ in slow], [latency * 1000 for _, latency in slow], "o", markersize=7,
+                     color=line.get_color(), markeredgecolor="black", zorder=5)
         # Time since the last message, on a 10 ms grid from the first message to the end.
         grid, since, i, step = [], [], 0, 0.01
         now = times[0]
@@ -105,15 +119,28 @@ def broadcast_latency(
             since.append(now - times[i])
             now += step
         bottom.plot(grid, since, color=line.get_color(), label=client)
-    _marks(top, marks)
+    late_ones = [(t, latency, client) for client, points in by_client.items() for t, latency in points
+                 if latency >= late]
+    if late_ones:
+        t, latency, _ = max(late_ones, key=lambda p: p[1])
+        who = ",\n".join(sorted({client for _, _, client in late_ones}))
+        top.annotate(  # on the right of the dot: the marks' labels are on the left of their lines
+            f"{latency:.1f} s late:\n{who}", xy=(t, latency * 1000), xytext=(7, 0), textcoords="offset points",
+            ha="left", va="top", fontsize=8,
+        )
+    # Labels on the left of their lines: the late messages arrive just after an event, on its right.
+    _marks(top, marks, side="left")
     _marks(bottom, marks, label=False)
+    _marks(top, due, color="tab:red", linestyle=":", side="left")
+    _marks(bottom, due, label=False, color="tab:red", linestyle=":")
     top.set_title(title)
     top.set_yscale("log")
+    top.set_ylim(top=top.get_ylim()[1] * 3)  # room above the latest message for the marks' labels
     top.set_ylabel("latency (ms, log scale)")
     top.grid(alpha=0.3, which="both")
-    bottom.legend(loc="upper left", fontsize=8)  # the top panel carries the marks' labels
+    top.legend(loc="center left", fontsize=8, markerscale=3, title="message received by", title_fontsize=8)
     bottom.set_ylabel("time since last message (s)")
-    bottom.set_xlabel("time (s)")
+    bottom.set_xlabel("time on the lab's timeline (s)")
     bottom.set_ylim(bottom=0)
     bottom.grid(alpha=0.3)
     fig.tight_layout()
