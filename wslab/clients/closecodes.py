@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
-    "CloseCode", "CODES", "RETRY", "RETRY_SOON", "AfterClose", "after_close",
-    "describe", "name", "should_retry", "retry_reason", "table",
+    "CloseCode", "CODES", "RETRY", "RETRY_SOON", "REFRESH", "HTTP_RETRY", "AfterClose", "after_close",
+    "describe", "name", "should_retry", "retry_reason", "status_reason", "table",
 ]
 
 
@@ -124,6 +124,35 @@ RETRY: dict[int | range, bool] = {
     1013: True,   # try again later
     1014: True,   # bad gateway
 }
+
+# Codes after which a client that can get fresh credentials reconnects with them, backoff started
+# over: the server closed because the credentials expired, not because anything failed. 4001 is
+# this lab's "token expired" (wslab.servers.auth); private codes mean what client and server agree.
+REFRESH: frozenset[int] = frozenset({4001})
+
+# After a refused opening handshake: the HTTP status, and whether to try again. websockets'
+# own rule (websockets.client.process_exception) retries 500, 502, 503 and 504; this table adds
+# 429, and says why. A status not listed here stops: the same request gets the same answer.
+HTTP_RETRY: dict[int, tuple[bool, str]] = {
+    400: (False, "bad request: the handshake itself is wrong"),
+    401: (False, "unauthorized: the credentials were refused (missing, forged or expired), fresh ones too"),
+    403: (False, "forbidden: this origin or this user may not connect"),
+    404: (False, "not found: wrong URL"),
+    426: (False, "upgrade required: not a WebSocket handshake"),
+    429: (True, "too many requests: wait at least Retry-After"),
+    431: (False, "header fields too large: the same headers get the same answer"),
+    500: (True, "internal server error"),
+    502: (True, "bad gateway: the proxy could not reach the server"),
+    503: (True, "service unavailable: busy or full; wait at least Retry-After"),
+    504: (True, "gateway timeout: the proxy gave up waiting for the server"),
+}
+
+
+def status_reason(status: int) -> str:
+    """One line saying whether to retry after a handshake refused with HTTP ``status``, and why."""
+    retry, why = HTTP_RETRY.get(status, (False, "not in the table: the same request gets the same answer"))
+    return f"{'retry' if retry else 'stop'}: HTTP {status} {why}"
+
 
 def _lookup(code: int, table: dict[int | range, bool]) -> tuple[bool, int | range] | None:
     if code in table:

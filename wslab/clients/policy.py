@@ -6,8 +6,10 @@ so every decision can be tested, and shown, without a network:
 
 - :class:`ReconnectPolicy` decides after every close and every failed attempt:
   :class:`Retry` after a delay, or :class:`GiveUp` with a reason. It reads the
-  close-code table, counts retries, resets the backoff after a connection that
-  lasted ``min_uptime``, and stops after ``max_retries``;
+  close-code table (and, for a refused handshake, the HTTP status table),
+  counts retries, resets the backoff after a connection that lasted
+  ``min_uptime``, stops after ``max_retries``, waits at least what a server
+  said to wait (:func:`retry_after`), and starts over after "token expired";
 - :class:`SequenceTracker` follows the numbers of the messages received: gaps,
   duplicates, and the ``last_seq`` to resume from; :func:`resume_url` asks the
   server for what came after it.
@@ -22,22 +24,24 @@ the I/O: connecting, reading, sleeping.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from websockets.client import process_exception  # websockets' own sans-I/O rule: retry this error or not
+from websockets.exceptions import InvalidStatus
 
 from .backoff import Backoff
-from .closecodes import RETRY, retry_reason, should_retry
+from .closecodes import HTTP_RETRY, RETRY, retry_reason, should_retry, status_reason
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
 __all__ = [
-    "ClientState", "CloseEvent", "Decision", "GiveUp", "Message", "Policy", "ReconnectPolicy", "Retry", "Seen", "SequenceTracker",
-    "close_event", "resume_url",
+    "ClientState", "CloseEvent", "Decision", "GiveUp", "Message", "Policy", "ReconnectPolicy", "Retry", "Seen",
+    "SequenceTracker", "close_event", "hide_token", "resume_url", "retry_after",
 ]
 
 
@@ -86,10 +90,15 @@ def close_event(ws: ClientConnection) -> CloseEvent:
 
 @dataclass(frozen=True)
 class Retry:
-    """Reconnect after ``delay`` seconds; this will be retry number ``retry`` since the last good connection."""
+    """Reconnect after ``delay`` seconds; this will be retry number ``retry`` since the last good connection.
+
+    ``why`` says what set the delay when it is not only the backoff (a server's
+    Retry-After, a token refresh).
+    """
 
     delay: float
     retry: int
+    why: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,10 @@ class ReconnectPolicy:
         min_uptime: A connection must stay open this long, in seconds, for the
             backoff (and the retry count) to start again from the beginning,
             so that a server that accepts then drops at once is not hammered.
+        refresh_codes: Close codes that mean "your credentials expired"
+            (:data:`wslab.clients.closecodes.REFRESH`): the backoff starts over and the
+            client reconnects with fresh ones. Only for a client that can mint
+            them; empty (the default): the retry table decides.
 
     Attributes:
         retries: Retries since the last connection that lasted ``min_uptime``.
@@ -137,30 +150,47 @@ class ReconnectPolicy:
         retry_table: dict[int | range, bool] = RETRY,
         max_retries: int | None = None,
         min_uptime: float = 5.0,
+        refresh_codes: frozenset[int] = frozenset(),
     ) -> None:
         self.backoff = backoff
         self.retry_table = retry_table
         self.max_retries = max_retries
         self.min_uptime = min_uptime
+        self.refresh_codes = refresh_codes
         self.retries = 0
 
     def decide(self, outcome: CloseEvent | BaseException, uptime: float = 0.0) -> Decision:
         """What to do after a connection closed (``outcome`` is its :class:`CloseEvent`, ``uptime``
         how long it was open) or after an attempt failed (``outcome`` is the exception)."""
         if isinstance(outcome, CloseEvent):
-            if uptime >= self.min_uptime:
-                # It stayed up long enough: this outage starts the backoff from the beginning.
+            if uptime >= self.min_uptime or outcome.code in self.refresh_codes:
+                # It stayed up long enough, or it ended only because its credentials expired:
+                # this outage starts the backoff from the beginning.
                 self.backoff.reset()
                 self.retries = 0
+            if outcome.code in self.refresh_codes:
+                self.retries += 1
+                return Retry(self.backoff.next(), self.retries, why=f"refresh: closed with {outcome.code} {outcome.reason!r}: fresh credentials")
             if not should_retry(outcome.code, self.retry_table):
                 return GiveUp(retry_reason(outcome.code, self.retry_table))
+        elif isinstance(outcome, InvalidStatus):
+            # A refused handshake: the HTTP status table says whether the same request could succeed later.
+            status = outcome.response.status_code
+            if not HTTP_RETRY.get(status, (False, ""))[0]:
+                return GiveUp(status_reason(status))
         elif isinstance(outcome, Exception) and process_exception(outcome) is not None:
-            # websockets' own rule: network errors, timeouts and HTTP 500/502/503/504 are worth a retry.
+            # websockets' own rule: network errors and timeouts are worth a retry.
             return GiveUp(f"not retrying {type(outcome).__name__}: {outcome}")
         if self.max_retries is not None and self.retries >= self.max_retries:
             return GiveUp(f"{self.retries} reconnection attempts failed (max_retries={self.max_retries})")
         self.retries += 1
-        return Retry(self.backoff.next(), self.retries)
+        delay = self.backoff.next()
+        wait = retry_after(outcome)
+        if wait is not None:
+            # The server said when to come back: at least that long, plus our own jitter so that
+            # everyone told "in 2 s" does not come back in the same millisecond.
+            return Retry(wait + delay, self.retries, why=f"the server said retry after {wait:g} s")
+        return Retry(delay, self.retries)
 
 
 @dataclass(frozen=True)
@@ -224,3 +254,31 @@ def resume_url(url: str, last_seq: int | None) -> str:
     query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "last_seq"]
     query.append(("last_seq", str(last_seq)))
     return urllib.parse.urlunsplit(parts._replace(path=parts.path or "/", query=urllib.parse.urlencode(query)))
+
+
+# 1013 "try again later" carries no header: the lab's servers put the wait in the reason
+# (wslab.servers.admission.Refusal), e.g. "try again later: retry after 2 s".
+_RETRY_AFTER_REASON = re.compile(r"retry after (\d+(?:\.\d+)?) s")
+
+
+def retry_after(outcome: CloseEvent | BaseException) -> float | None:
+    """Seconds the server asked to wait, if it did: ``Retry-After`` on a refused handshake, or a 1013's reason.
+
+    Only ``Retry-After`` in seconds is read; its other form, an HTTP date, counts as not given.
+    """
+    text: str | None = None
+    if isinstance(outcome, InvalidStatus):
+        text = outcome.response.headers.get("Retry-After")
+    elif isinstance(outcome, CloseEvent) and outcome.code == 1013:
+        found = _RETRY_AFTER_REASON.search(outcome.reason)
+        text = found.group(1) if found else None
+    try:
+        seconds = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 24 * 3600 else None
+
+
+def hide_token(url: str) -> str:
+    """``url`` with the value of its ``token`` query parameter hidden, for the timeline and the logs."""
+    return re.sub(r"([?&]token=)[^&#]*", r"\1...", url)

@@ -24,6 +24,16 @@ wasClean), ``error``, ``give-up``; and ``retry`` (the delay chosen), ``gap``,
 functions: set ``client.on_open``, ``on_message``, ``on_close``, ``on_error``
 or ``on_give_up``, as you would set ``ws.onclose`` in a browser.
 
+Credentials that expire: pass a function as ``url`` (or ``headers=``), and each
+attempt calls it, so every attempt carries a fresh token::
+
+    client = ReconnectingClient(lambda: signer.url(server.url, "alice"), ...)
+
+Such a client reconnects with fresh credentials after a close whose code is in
+``refresh_codes`` (4001, "token expired", by default), and stops after a 401:
+a fresh token was refused too. A server that says when to come back (HTTP 503
+with ``Retry-After``, or 1013) is obeyed: the client waits at least that long.
+
 Read :meth:`ReconnectingClient.run` first: the rest serves it.
 """
 
@@ -34,7 +44,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -57,6 +67,7 @@ from .policy import (
     ReconnectPolicy,
     SequenceTracker,
     close_event,
+    hide_token,
     resume_url,
 )
 
@@ -71,7 +82,10 @@ class ReconnectingClient:
     ``maxReconnectAttempts``), and its defaults are the same, except ``jitter``.
 
     Args:
-        url: ``ws://`` or ``wss://`` URL of the server.
+        url: ``ws://`` or ``wss://`` URL of the server, or a function that returns
+            it, called before every attempt (to put a fresh token in it).
+        headers: A function that returns extra HTTP headers for the opening
+            handshake, called before every attempt (e.g. ``Authorization``).
         name: Source name of this client's events on the timeline.
         timeline: Where to record events; a new one if None.
         min_delay: First delay before reconnecting, in seconds.
@@ -88,6 +102,9 @@ class ReconnectingClient:
             backoff (and the retry count) to start again from the beginning,
             so that a server that accepts then drops at once is not hammered.
         retry_table: Close code -> reconnect or not (:data:`wslab.clients.closecodes.RETRY`).
+        refresh_codes: Close codes after which a client whose ``url`` or ``headers``
+            is a function reconnects with fresh credentials, its backoff started over
+            (:data:`wslab.clients.closecodes.REFRESH`). Ignored for a fixed URL.
         policy: A ready decision-maker (a :class:`~wslab.clients.policy.ReconnectPolicy`,
             or anything with its ``decide`` and ``retries``); replaces the
             backoff options, ``max_retries``, ``min_uptime`` and ``retry_table``.
@@ -107,8 +124,9 @@ class ReconnectingClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Callable[[], str],
         *,
+        headers: Callable[[], Mapping[str, str]] | None = None,
         name: str = "client",
         timeline: Timeline | None = None,
         min_delay: float = 1.0,
@@ -120,6 +138,7 @@ class ReconnectingClient:
         max_retries: int | None = None,
         min_uptime: float = 5.0,
         retry_table: dict[int | range, bool] = closecodes.RETRY,
+        refresh_codes: frozenset[int] = closecodes.REFRESH,
         policy: Policy | None = None,
         buffer_size: int = 100,
         recover: bool = True,
@@ -129,14 +148,20 @@ class ReconnectingClient:
         seed: int | None = None,
         **connect_options: Any,
     ) -> None:
-        self.url = check_url(url)
+        # A fixed URL is checked now. A function is called before each attempt (a LabError it causes
+        # is recorded as that attempt's error), and url is then the URL of the latest attempt.
+        self.url_source = url if callable(url) else None
+        self.url = "" if callable(url) else check_url(url)
+        self.headers = headers
+        fresh = callable(url) or headers is not None  # it can mint new credentials for every attempt
         self.name = name
         self.timeline = timeline if timeline is not None else Timeline(clock)
         self.backoff = backoff if backoff is not None else Backoff(
             min_delay=min_delay, max_delay=max_delay, factor=factor, jitter=jitter, seed=seed, rng=rng)
         # Every decision (retry or give up, how long to wait) is made by this object, without I/O.
         self.policy: Policy = policy if policy is not None else ReconnectPolicy(
-            self.backoff, retry_table=retry_table, max_retries=max_retries, min_uptime=min_uptime)
+            self.backoff, retry_table=retry_table, max_retries=max_retries, min_uptime=min_uptime,
+            refresh_codes=refresh_codes if fresh else frozenset())
         self.open_timeout = open_timeout
         self.recover = recover
         self.record_messages = record_messages
@@ -216,11 +241,15 @@ class ReconnectingClient:
         """One connection attempt: ``(connection, None)``, or ``(None, the error)`` after recording it."""
         self.state = ClientState.CONNECTING
         self.attempts += 1
-        url = self.resume_url()
-        self._record(EventKind.CONNECTING, detail=url, attempt=self.attempts)
         started = self.clock()
         try:
-            ws = await connect(url, open_timeout=self.open_timeout, logger=self._logger, **self.connect_options)
+            if self.url_source is not None:  # your function: a fresh token for this attempt
+                self.url = check_url(self.url_source())
+            url = self.resume_url()
+            headers = dict(self.headers()) if self.headers is not None else None
+            self._record(EventKind.CONNECTING, detail=hide_token(url), attempt=self.attempts)
+            ws = await connect(url, open_timeout=self.open_timeout, logger=self._logger,
+                               additional_headers=headers, **self.connect_options)
         except Exception as exc:
             self._record(EventKind.ERROR, detail=describe_exception(exc), attempt=self.attempts,
                          duration=self.clock() - started)

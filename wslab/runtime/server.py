@@ -7,24 +7,29 @@
     print(restart.downtime)
 
 A handler that raises is recorded in one line, and the connection closes
-with 1011, as websockets would close it; nothing is printed.
+with 1011, as websockets would close it; nothing is printed. An opening
+handshake that is refused (an HTTP status other than 101) or that fails
+(garbage instead of HTTP, a header too big, too slow) is recorded too, as
+``refused``: websockets itself only logs it at the debug level.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
 
 from .errors import bind_error
-from .timeline import TimelineLogHandler, describe_exception
+from .timeline import EventKind, Timeline, TimelineLogHandler, describe_exception
 from .timing import CLOSE_DEADLINE, abort_all, close_within, wait_until
 
 if TYPE_CHECKING:
@@ -33,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["Handler", "LabServer", "Restart"]
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
+
+# The statuses websockets' HTTP parser answers by itself, before any process_request runs.
+_PARSER_STATUS: dict[type[Exception], int] = {RequestLineTooLong: 414, HeaderLineTooLong: 431, TooManyHeaders: 431}
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,9 @@ class LabServer:
         """Listen (again) on the same host and port."""
         if self.server is not None:
             return self
+        options = {"create_connection": _recording_connection(self.lab.timeline, self.name), **self.options}
         try:
-            self.server = await serve(self._handle, self.host, self.port, logger=self._logger, **self.options)
+            self.server = await serve(self._handle, self.host, self.port, logger=self._logger, **options)
         except OSError as exc:
             raise bind_error(exc, self.host, self.port) from None
         self.port = self.server.sockets[0].getsockname()[1]
@@ -185,3 +194,41 @@ class LabServer:
     def __repr__(self) -> str:
         state = "listening" if self.server else "stopped"
         return f"<LabServer {self.name} {self.url} {state}, {len(self.connections)} open>"
+
+
+def _recording_connection(timeline: Timeline, source: str) -> type[ServerConnection]:
+    """websockets' ServerConnection, recording on ``timeline`` every opening handshake that does not open."""
+
+    class RecordingConnection(ServerConnection):
+        async def handshake(self, process_request: Any = None, process_response: Any = None, *args: Any) -> None:
+            async def record_response(connection: ServerConnection, request: Request, response: Response) -> Any:
+                # Every response to a parsed request passes here before it is sent: record a refusal now,
+                # not when the refused client finally closes its socket.
+                replaced = process_response(connection, request, response) if process_response else None
+                if inspect.isawaitable(replaced):
+                    replaced = await replaced
+                final = replaced if replaced is not None else response
+                if final.status_code != 101:
+                    exc = self.protocol.handshake_exc
+                    body = bytes(final.body).decode(errors="replace").strip()
+                    self._record_refusal(final.status_code, describe_exception(exc) if exc else body)
+                return replaced
+
+            try:
+                await super().handshake(process_request, record_response, *args)
+            except asyncio.CancelledError:
+                # websockets' open_timeout cancels the handshake (a slowloris), so does a closing server.
+                self._record_refusal(None, "no complete opening handshake within open_timeout")
+                raise
+            if self.request is None:  # no valid request: garbage, a header too big (websockets' parser answered)
+                exc = self.protocol.handshake_exc
+                status = _PARSER_STATUS.get(type(exc)) if exc is not None else None
+                self._record_refusal(status, describe_exception(exc) if exc else "closed before sending a request")
+
+        def _record_refusal(self, status: int | None, why: str) -> None:
+            port = self.remote_address[1] if self.remote_address else None
+            answer = f"HTTP {status}" if status is not None else "no HTTP answer"
+            timeline.record(source, EventKind.REFUSED, detail=f"{answer}: {why}", status=status, port=port,
+                            path=self.request.path if self.request is not None else None)
+
+    return RecordingConnection

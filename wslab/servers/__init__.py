@@ -11,28 +11,44 @@ from collections.abc import Callable
 from typing import Any
 
 from ..runtime.timeline import Timeline
+from .admission import AcceptLimit, AdmissionControl, AdmissionMode, Refusal
+from .auth import TOKEN_EXPIRED, Claims, TokenError, TokenSigner, token_of
 from .backplane import BackplaneServer, start_backplane
 from .base import ServerApp, SessionServer, start_app
 from .fixed import BroadcastServer, FixedServer, Outbox, set_tcp_user_timeout
+from .gate import Gate
+from .limits import ConnectionLimits, by_address
 from .naive import NaiveServer
 from .replay import ReplayServer
 from .wire import stamp, unstamp
 
 __all__ = [
     "SERVERS",
+    "TOKEN_EXPIRED",
+    "AcceptLimit",
+    "AdmissionControl",
+    "AdmissionMode",
     "BackplaneServer",
     "BroadcastServer",
+    "Claims",
+    "ConnectionLimits",
     "FixedServer",
+    "Gate",
     "NaiveServer",
     "Outbox",
+    "Refusal",
     "ReplayServer",
     "ServerApp",
     "SessionServer",
+    "TokenError",
+    "TokenSigner",
+    "by_address",
     "make_app",
     "set_tcp_user_timeout",
     "stamp",
     "start_app",
     "start_backplane",
+    "token_of",
     "unstamp",
 ]
 

@@ -15,8 +15,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from websockets.asyncio.server import ServerConnection
 
-from ..runtime.lab import Lab, LabServer
+from ..runtime.lab import Handler, Lab, LabServer
 from ..runtime.timeline import EventKind, Timeline
+from .gate import Gate
 from .wire import stamp
 
 __all__ = ["ServerApp", "SessionServer", "start_app"]
@@ -69,12 +70,15 @@ class SessionServer:
     Args:
         timeline: Where to record events (the server never prints).
         name: The source name on the timeline.
+        gate: The checks in front of the handler (origin, caps, rate, token: :class:`~wslab.servers.gate.Gate`);
+            None: none.
     """
 
-    def __init__(self, timeline: Timeline | None = None, name: str = "server") -> None:
+    def __init__(self, timeline: Timeline | None = None, name: str = "server", *, gate: Gate | None = None) -> None:
         self.sessions: dict[int, ServerConnection] = {}
         self.timeline = timeline if timeline is not None else Timeline()
         self.name = name
+        self.gate = gate
         self.sent = 0  # messages handed to send() (or to an outbox) successfully
         self._next_id = 0
 
@@ -125,7 +129,14 @@ async def start_app(lab: Lab, app: ServerApp, *, name: str | None = None, **serv
     """Serve ``app`` in ``lab``, with the app's own ``serve_options`` and then yours on top.
 
     The one way the CLI, the measurements and the exercise checks start a
-    server app, so a variant's keepalive settings are never lost.
+    server app, so a variant's keepalive settings are never lost. An app
+    with a ``gate`` (:class:`~wslab.servers.gate.Gate`) is served behind it:
+    its checks run at each opening handshake, before the app's handler.
     """
+    handler: Handler = app.handler
+    gate: Gate | None = getattr(app, "gate", None)
+    if gate is not None:
+        handler = gate.wrap(handler, app.timeline, app.name)
+        serve_options = {**gate.serve_options, **serve_options}
     options = {**app.serve_options, **serve_options}
-    return await lab.serve(app.handler, name=name or app.name, **options)
+    return await lab.serve(handler, name=name or app.name, **options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..runtime.timeline import Timeline
 from .base import SessionServer
+from .gate import Gate
 
 __all__ = ["FixedServer", "BroadcastServer", "Outbox", "set_tcp_user_timeout"]
 
@@ -59,6 +61,9 @@ class FixedServer(SessionServer):
         send_deadline: Seconds one send may take before the client is dropped.
         tcp_user_timeout: Linux only: seconds sent data may stay unacknowledged
             before the kernel kills the connection (``TCP_USER_TIMEOUT``).
+        origins: The ``Origin`` values a handshake may carry; any other gets 403
+            (websockets' ``origins=``). None: any. A shortcut for ``gate=Gate(origins=...)``.
+        gate: Every check at the opening handshake (:class:`~wslab.servers.gate.Gate`).
     """
 
     def __init__(
@@ -73,8 +78,13 @@ class FixedServer(SessionServer):
         max_buffer: int = 1024 * 1024,
         send_deadline: float = 0.5,
         tcp_user_timeout: float | None = None,
+        origins: Sequence[str | None] | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        super().__init__(timeline, name)
+        if origins is not None:
+            gate = gate if gate is not None else Gate()
+            gate.origins = list(origins)
+        super().__init__(timeline, name, gate=gate)
         self.outboxes: dict[int, Outbox] = {}
         self.keepalive = keepalive
         self.ping_interval = ping_interval

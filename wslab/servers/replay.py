@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..runtime.timeline import EventKind, Timeline
 from .base import SessionServer
+from .gate import Gate
 from .wire import encode, encode_resync
 
 __all__ = ["ReplayServer", "last_seq_of"]
@@ -56,6 +57,7 @@ class ReplayServer(SessionServer):
         name: The source name on the timeline.
         history: How many recent messages to keep for replay.
         send_timeout: Seconds a send may take before the client is aborted.
+        gate: Checks at the opening handshake, e.g. a token (:class:`~wslab.servers.gate.Gate`).
     """
 
     def __init__(
@@ -65,8 +67,9 @@ class ReplayServer(SessionServer):
         *,
         history: int = 1000,
         send_timeout: float = 5.0,
+        gate: Gate | None = None,
     ) -> None:
-        super().__init__(timeline, name)
+        super().__init__(timeline, name, gate=gate)
         self.history: deque[bytes | str] = deque(maxlen=history)
         self.send_timeout = send_timeout
         self.next_seq = 0  # the number the next broadcast gets

@@ -25,51 +25,17 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..clients.backoff import Backoff
+from ..servers.admission import AcceptLimit  # the real servers' token bucket: the model uses the same one
 
 __all__ = ["AcceptLimit", "HerdResult", "simulate", "client_seed"]
-
-
-class AcceptLimit:
-    """A server's accept capacity: at most ``rate`` connections per second, in bursts of ``burst``.
-
-    A token bucket: it holds up to ``burst`` tokens, gains ``rate`` tokens per
-    second, and each admitted connection takes one.
-
-    Args:
-        rate: Sustained accepts per second.
-        burst: Bucket size; defaults to 100 ms worth of ``rate`` (at least 1).
-        clock: Seconds, for :meth:`admit` calls without ``now``.
-    """
-
-    def __init__(self, rate: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate * 0.1)
-        self.clock = clock
-        self.refill()
-
-    def refill(self, now: float | None = None) -> None:
-        """Fill the bucket: the server just started and has been idle."""
-        self.tokens = self.burst
-        self.last = self.clock() if now is None else now
-
-    def admit(self, now: float | None = None) -> bool:
-        """Take a token if there is one: True means accept the connection, False means "busy"."""
-        now = self.clock() if now is None else now
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 @dataclass
