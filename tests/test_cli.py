@@ -16,7 +16,7 @@ import time
 
 import pytest
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.sync.client import connect
@@ -252,6 +252,36 @@ def test_every_server_variant_serves_broadcasts_and_stops(running, variant):
     assert server.proc.wait(timeout=DEADLINE) == 0
     err = server.stderr()
     assert "Traceback" not in err and "error" not in err, err
+
+
+def test_serve_origin_allow_list_refuses_other_pages_with_403(running):
+    server = running("serve", "--server", "fixed", "--origin", "http://127.0.0.1:8000", "--broadcast-interval", "0.1")
+    url = server.line()
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, origin="http://evil.example", open_timeout=10)
+    assert refused.value.response.status_code == 403
+    server.wait_for("refused")
+    for origin in ("http://127.0.0.1:8000", None):  # the allowed page, and a client that is not a browser
+        with connect(url, origin=origin, open_timeout=10) as ws:
+            assert ws.recv(timeout=10)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=DEADLINE) == 0
+
+
+def test_serve_connection_cap_refuses_with_503(running):
+    server = running("serve", "--server", "fixed", "--max-connections", "1")
+    url = server.line()
+    with connect(url, open_timeout=10):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, open_timeout=10)
+        assert refused.value.response.status_code == 503 and b"max_total=1" in refused.value.response.body
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=DEADLINE) == 0
+
+
+@pytest.mark.parametrize("args", [["--accept-rate", "0"], ["--max-connections", "-1"]])
+def test_serve_bad_hardening_options(args):
+    assert_one_line_error(run_cli("serve", *args), args[0])
 
 
 def frames_until_closed(url: str, deadline: float) -> list[Frame]:

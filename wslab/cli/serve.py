@@ -10,8 +10,18 @@ import textwrap
 
 from ..runtime.lab import Lab
 from ..runtime.redis import start_redis
-from ..servers import SERVERS, BackplaneServer, make_app, start_app, start_backplane
-from .common import Parser, PrintingTimeline, fail, port, print_line, run_async, seconds, size, stop_on_signals
+from ..servers import (
+    SERVERS,
+    AdmissionControl,
+    BackplaneServer,
+    ConnectionLimits,
+    Gate,
+    SessionServer,
+    make_app,
+    start_app,
+    start_backplane,
+)
+from .common import Parser, PrintingTimeline, count, fail, port, print_line, run_async, seconds, size, stop_on_signals
 
 
 def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -49,7 +59,45 @@ def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
         "(default: start a redis-server of its own, print its URL on stderr, and stop it on exit; "
         "a kill -9 leaves it running)",
     )
+    hardening = p.add_argument_group("hardening (notebook 08)")
+    hardening.add_argument(
+        "--origin", action="append", metavar="URL",
+        help="allow WebSocket handshakes from a page on this origin, e.g. http://127.0.0.1:8000; repeat for "
+        "more; any other Origin gets 403. Clients that send no Origin (not browsers) still get in "
+        "(default: any origin)",
+    )
+    hardening.add_argument("--max-connections", type=count, default=None, metavar="N",
+                           help="refuse handshakes with 503 while N connections are open (default: no cap)")
+    hardening.add_argument("--max-per-client", type=count, default=None, metavar="N",
+                           help="refuse handshakes with 503 while one source address holds N connections "
+                           "(default: no cap)")
+    hardening.add_argument("--accept-rate", type=per_second, default=None, metavar="R",
+                           help="admit at most R handshakes per second; answer the others 503 with "
+                           "Retry-After (default: no limit)")
     p.set_defaults(run=cmd_serve)
+
+
+def per_second(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of handshakes per second") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of handshakes per second > 0")
+    return value
+
+
+def gate_of(args: argparse.Namespace) -> Gate | None:
+    """The :class:`~wslab.servers.gate.Gate` the hardening options ask for; None if none was given."""
+    if not (args.origin or args.max_connections or args.max_per_client or args.accept_rate):
+        return None
+    # A browser always sends Origin; other clients can claim any, so refusing them adds nothing.
+    origins: list[str | None] | None = [*args.origin, None] if args.origin else None
+    limits = None
+    if args.max_connections or args.max_per_client:
+        limits = ConnectionLimits(max_total=args.max_connections or None, max_per_client=args.max_per_client or None)
+    admission = AdmissionControl(args.accept_rate) if args.accept_rate else None
+    return Gate(origins=origins, limits=limits, admission=admission)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -69,9 +117,12 @@ async def _serve(args: argparse.Namespace) -> int:
             url = args.backplane or (await start_redis(lab)).url
             app = make_app(args.server, timeline, backplane=url)
             assert isinstance(app, BackplaneServer)
+            app.gate = gate_of(args)
             server = await start_backplane(lab, app, host=args.host, port=args.port, **overrides)
         else:
             app = make_app(args.server, timeline)
+            if isinstance(app, SessionServer):  # every variant is
+                app.gate = gate_of(args)
             server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
         print_line(server.url)
         timeline.start_printing()

@@ -129,7 +129,7 @@ class AdmissionControl:
         # One more appointment, 1/rate after the last one still to come: the herd is spread over
         # the time the server needs for it. HTTP's Retry-After is whole seconds, at least 1.
         self._next_slot = max(self._next_slot, now) + 1 / self.limit.rate
-        return Refusal(max(1, math.ceil(self._next_slot - now)))
+        return Refusal(max(1, math.ceil(round(self._next_slot - now, 6))))  # round: 20 x 0.1 is 2.0000000000000004
 
     def __repr__(self) -> str:
         return (f"AdmissionControl(rate={self.limit.rate}, burst={self.limit.burst}, mode={self.mode.value!r}; "
