@@ -170,7 +170,8 @@ class ReconnectPolicy:
                 self.retries = 0
             if outcome.code in self.refresh_codes:
                 self.retries += 1
-                return Retry(self.backoff.next(), self.retries, why=f"refresh: closed with {outcome.code} {outcome.reason!r}: fresh credentials")
+                why = f"refresh: closed with {outcome.code} {outcome.reason!r}: fresh credentials"
+                return Retry(self.backoff.next(), self.retries, why=why)
             if not should_retry(outcome.code, self.retry_table):
                 return GiveUp(retry_reason(outcome.code, self.retry_table))
         elif isinstance(outcome, InvalidStatus):
