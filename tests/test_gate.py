@@ -38,7 +38,7 @@ async def test_without_an_allow_list_any_origin_gets_in():
             pass
 
 
-async def test_a_token_is_checked_at_the_handshake_and_a_live_connection_closes_with_4001_when_it_expires():
+async def test_a_token_is_checked_at_the_handshake_and_a_live_connection_closes_with_4401_when_it_expires():
     signer = TokenSigner(SECRET, lifetime=0.6)
     async with Lab() as lab:
         server = await start_app(lab, FixedServer(lab.timeline, keepalive=False, gate=Gate(auth=signer)))
@@ -53,12 +53,12 @@ async def test_a_token_is_checked_at_the_handshake_and_a_live_connection_closes_
             with pytest.raises(ConnectionClosedError):
                 await asyncio.wait_for(ws.recv(), scaled(5))
         lasted = time.monotonic() - started
-        assert (ws.close_code, ws.close_reason) == (4001, "token expired")
+        assert (ws.close_code, ws.close_reason) == (4401, "token expired")
         assert 0.5 <= lasted <= 0.6 + scaled(1.0)
-        assert lab.timeline.select(source="fixed", kind="expired")[0].code == 4001
+        assert lab.timeline.select(source="fixed", kind="expired")[0].code == 4401
 
 
-async def test_a_client_that_mints_a_token_per_attempt_refreshes_on_4001_and_misses_nothing():
+async def test_a_client_that_mints_a_token_per_attempt_refreshes_on_4401_and_misses_nothing():
     signer = TokenSigner(SECRET, lifetime=0.7)
     async with Lab() as lab:
         app = ReplayServer(lab.timeline, gate=Gate(auth=signer))
@@ -72,7 +72,7 @@ async def test_a_client_that_mints_a_token_per_attempt_refreshes_on_4001_and_mis
         assert client.gave_up is None
         assert client.sequence.missed == 0 and client.duplicates == 0  # replay filled every gap
         closes = lab.timeline.select(source="alice", kind="close")
-        assert [e.code for e in closes[:2]] == [4001, 4001]
+        assert [e.code for e in closes[:2]] == [4401, 4401]
         assert not lab.timeline.select(source="fixed", kind="refused")  # never a stale token
         assert all("token=..." in e.detail for e in lab.timeline.select(source="alice", kind="connecting"))
 
@@ -82,7 +82,7 @@ async def test_a_client_with_a_fixed_url_stops_at_the_401_and_says_why():
     async with Lab() as lab:
         server = await start_app(lab, ReplayServer(lab.timeline, gate=Gate(auth=signer)))
         client = ReconnectingClient(signer.url(server.url, "alice"), name="alice", timeline=lab.timeline,
-                                    min_delay=0.05, retry_table={4001: True}, ping_interval=None)
+                                    min_delay=0.05, retry_table={4401: True}, ping_interval=None)
         lab.spawn(client.run(), name="alice")
         await client.wait_done(5.0)
         assert client.gave_up is not None and client.gave_up.startswith("stop: HTTP 401 unauthorized")

@@ -159,8 +159,8 @@ def test_the_client_retries_a_refusal_that_may_pass_later(status):
     assert isinstance(policy().decide(refused(status)), Retry)
 
 
-def test_4001_refreshes_only_a_client_that_can_mint_credentials():
-    expired = CloseEvent(4001, "token expired", True)
+def test_4401_refreshes_only_a_client_that_can_mint_credentials():
+    expired = CloseEvent(4401, "token expired", True)
     fresh = policy(refresh_codes=closecodes.REFRESH)
     fresh.decide(ConnectionRefusedError())
     fresh.decide(ConnectionRefusedError())  # the backoff has grown to 2 s
@@ -168,6 +168,6 @@ def test_4001_refreshes_only_a_client_that_can_mint_credentials():
     assert decision == Retry(0.5, 1) and decision.why.startswith("refresh")  # started over, not counted as a failure
     assert fresh.decide(expired, uptime=2.0) == Retry(0.5, 1)  # and again at the next expiry: no growth
     fixed = policy()  # a fixed URL: a fresh token is not on offer, the table decides
-    assert fixed.decide(expired, uptime=2.0) == GiveUp(closecodes.retry_reason(4001))
+    assert fixed.decide(expired, uptime=2.0) == GiveUp(closecodes.retry_reason(4401))
     assert isinstance(fresh.decide(CloseEvent(1008, "not allowed", True)), GiveUp)
-    assert closecodes.should_retry(4001) is False and 4001 in closecodes.REFRESH
+    assert closecodes.should_retry(4401) is False and 4401 in closecodes.REFRESH

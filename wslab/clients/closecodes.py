@@ -126,9 +126,11 @@ RETRY: dict[int | range, bool] = {
 }
 
 # Codes after which a client that can get fresh credentials reconnects with them, backoff started
-# over: the server closed because the credentials expired, not because anything failed. 4001 is
-# this lab's "token expired" (wslab.servers.auth); private codes mean what client and server agree.
-REFRESH: frozenset[int] = frozenset({4001})
+# over: the server closed because the credentials expired, not because anything failed. 4401 is
+# this lab's "token expired" (wslab.servers.auth): 4000 + the HTTP status a handshake would get,
+# as the graphql-ws protocol does (4401 unauthorized, 4403 forbidden). Private codes mean only
+# what client and server agree on: notebook 03's server closes with 4001 "banned", which stops.
+REFRESH: frozenset[int] = frozenset({4401})
 
 # After a refused opening handshake: the HTTP status, and whether to try again. websockets'
 # own rule (websockets.client.process_exception) retries 500, 502, 503 and 504; this table adds

@@ -56,6 +56,8 @@ window.opened = [];    // indexes whose onopen fired
 window.closes = [];    // one {socket, code, reason, wasClean} per onclose
 window.decider = null; // the function onclose asks what to do next (installDecider), or null
 window.decisions = []; // one {socket, answer, type} or {socket, error} per onclose, once a decider is installed
+window.messages = {};  // socket index -> the messages it received (text, or a byte count for binary)
+window.errors = [];    // indexes whose onerror fired
 
 function openSocket(url) {
   let websocket;
@@ -66,6 +68,10 @@ function openSocket(url) {
   }
   const i = window.sockets.push(websocket) - 1;
   websocket.onopen = function () { window.opened.push(i); };
+  websocket.onerror = function () { window.errors.push(i); };  // an Event: no status, no reason, nothing
+  websocket.onmessage = function (e) {
+    (window.messages[i] = window.messages[i] || []).push(typeof e.data === 'string' ? e.data : e.data.size);
+  };
   websocket.onclose = function (e) {
     console.log('WebSocket closed: Code:' + e.code + ' Reason:' + e.reason + ' wasClean:' + e.wasClean);
     if (window.decider !== null) window.decisions.push(askDecider(i, e));
@@ -260,6 +266,25 @@ class ClosePage:
         if raw is None:
             return None
         return Decision(raw["socket"], raw.get("answer"), raw.get("type"), raw.get("error"))
+
+    async def send(self, socket: int, data: str) -> None:
+        """Run ``ws.send(data)`` in the page (a text message)."""
+        await self._evaluate("([i, data]) => window.sockets[i].send(data)", [socket, data])
+
+    async def messages(self, socket: int) -> list[str | int]:
+        """What WebSocket ``socket`` received so far: each text message, or a binary message's size."""
+        received: list[str | int] = await self._evaluate("i => window.messages[i] || []", socket)
+        return received
+
+    async def opened(self, socket: int) -> bool:
+        """Whether ``onopen`` fired for WebSocket ``socket``."""
+        fired: bool = await self._evaluate("i => window.opened.includes(i)", socket)
+        return fired
+
+    async def errored(self, socket: int) -> bool:
+        """Whether ``onerror`` fired for WebSocket ``socket`` (the page learns nothing more from it)."""
+        fired: bool = await self._evaluate("i => window.errors.includes(i)", socket)
+        return fired
 
     async def ready_state(self, socket: int) -> int:
         """``ws.readyState``: 0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED."""

@@ -30,7 +30,7 @@ attempt calls it, so every attempt carries a fresh token::
     client = ReconnectingClient(lambda: signer.url(server.url, "alice"), ...)
 
 Such a client reconnects with fresh credentials after a close whose code is in
-``refresh_codes`` (4001, "token expired", by default), and stops after a 401:
+``refresh_codes`` (4401, "token expired", by default), and stops after a 401:
 a fresh token was refused too. A server that says when to come back (HTTP 503
 with ``Retry-After``, or 1013) is obeyed: the client waits at least that long.
 

@@ -31,7 +31,7 @@ class EventKind(StrEnum):
     SEND_ERROR = "send-error"  # a send to a dead session failed (the naive server keeps the session)
     SEND_TIMEOUT = "send-timeout"
     REFUSED = "refused"  # an opening handshake refused (HTTP status) or failed (garbage, too slow, too big)
-    EXPIRED = "expired"  # a connection's credentials expired: the server closed it (4001)
+    EXPIRED = "expired"  # a connection's credentials expired: the server closed it (4401)
     SLOW = "slow"  # a late pong, or an outbox that grows: a slow client, not a dead one
     ABORT = "abort"  # a server aborted a connection, with the reason
     REMOVED = "removed"  # a session left the session map, with the reason

@@ -17,7 +17,7 @@ instead. Both are read by :func:`token_of`. A token in a URL lands in access
 logs: one reason to keep its lifetime short, and to check it at every
 handshake. The server refuses a handshake without a valid token with HTTP
 401, and closes a live connection when its token expires, with the
-application code :data:`TOKEN_EXPIRED` (4001, "token expired"): the client
+application code :data:`TOKEN_EXPIRED` (4401, "token expired"): the client
 should come back with a fresh token (:mod:`wslab.servers.gate` does both).
 """
 
@@ -36,9 +36,10 @@ from websockets.http11 import Request
 
 __all__ = ["TOKEN_EXPIRED", "Claims", "TokenError", "TokenSigner", "token_of"]
 
-# The close code for "your token expired: reconnect with a fresh one". Codes 4000-4999 are private:
-# client and server agree on their meaning (wslab.clients.closecodes.REFRESH is the client's side).
-TOKEN_EXPIRED = 4001
+# The close code for "your token expired: reconnect with a fresh one": 4000 + HTTP's 401, as in the
+# graphql-ws protocol. Codes 4000-4999 are private: client and server agree on their meaning
+# (wslab.clients.closecodes.REFRESH is the client's side).
+TOKEN_EXPIRED = 4401
 
 _SUBJECT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -11,7 +11,7 @@ defence               against                                            answer
                       runs out of file descriptors                       (:mod:`.limits`)
 ``admission``         a reconnect storm: every client back at once       HTTP 503 + ``Retry-After``,
                                                                          or close 1013 (:mod:`.admission`)
-``auth``              no token, a forged one, an expired one             HTTP 401; close 4001 when a
+``auth``              no token, a forged one, an expired one             HTTP 401; close 4401 when a
                                                                          live token expires (:mod:`.auth`)
 ``max_size``          a message too big to hold                          close 1009 (websockets)
 ``open_timeout``      a handshake sent one byte a second (slowloris)     TCP closed (websockets)
@@ -58,7 +58,7 @@ class Gate:
     Args:
         origins: The ``Origin`` values allowed (e.g. ``["https://app.example"]``); ``None`` in the
             list allows clients that send no ``Origin`` (non-browser clients). None: any origin.
-        auth: Verifies the token of each handshake; closes a connection with 4001 when it expires.
+        auth: Verifies the token of each handshake; closes a connection with 4401 when it expires.
         admission: Admits at most so many handshakes per second.
         limits: Caps connections per client and in all.
         max_size: Largest message accepted, in bytes: a bigger one closes the connection with 1009.
@@ -115,7 +115,7 @@ class Gate:
         return None
 
     def wrap(self, handler: Handler, timeline: Timeline, source: str) -> Handler:
-        """``handler`` behind this gate: turned away with 1013, or closed with 4001 when the token expires."""
+        """``handler`` behind this gate: turned away with 1013, or closed with 4401 when the token expires."""
 
         async def guarded(ws: ServerConnection) -> None:
             refusal = self._turned_away.pop(ws, None)
@@ -136,7 +136,7 @@ class Gate:
         return guarded
 
     async def expire(self, ws: ServerConnection, claims: Claims, timeline: Timeline, source: str) -> None:
-        """Close ``ws`` with 4001 "token expired" the moment its token expires."""
+        """Close ``ws`` with 4401 "token expired" the moment its token expires."""
         assert self.auth is not None
         await asyncio.sleep(max(0.0, claims.expires - self.auth.clock()))
         timeline.record(source, EventKind.EXPIRED, code=TOKEN_EXPIRED, detail=f"{claims.subject}'s token expired")
