@@ -17,7 +17,7 @@ import websockets.asyncio.server
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..runtime.timeline import Timeline
+from ..runtime.timeline import EventKind, Timeline
 from .base import SessionServer
 from .gate import Gate
 
@@ -56,6 +56,11 @@ class FixedServer(SessionServer):
         keepalive: Ping each client and drop it when a pong is late.
         ping_interval: Seconds between pings.
         ping_timeout: Seconds to wait for the pong (and for the ping to go out).
+        dead_after: Tell a slow client from a dead one: a pong may come this late
+            (seconds, more than ``ping_timeout``) and the client is only recorded
+            as ``slow``; no pong by then, it is dead. None: ``ping_timeout`` is
+            the verdict. A slow client that can't keep up is still dropped by
+            ``max_buffer`` (its outbox grows), for that reason.
         isolation: Send through a bounded outbox per client, with a deadline.
         max_buffer: Bytes a client may hold: its outbox plus its write buffer.
         send_deadline: Seconds one send may take before the client is dropped.
@@ -74,6 +79,7 @@ class FixedServer(SessionServer):
         keepalive: bool = True,
         ping_interval: float = 0.5,
         ping_timeout: float = 0.5,
+        dead_after: float | None = None,
         isolation: bool = True,
         max_buffer: int = 1024 * 1024,
         send_deadline: float = 0.5,
@@ -89,6 +95,9 @@ class FixedServer(SessionServer):
         self.keepalive = keepalive
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        if dead_after is not None and dead_after < ping_timeout:
+            raise ValueError(f"dead_after ({dead_after} s) must be at least ping_timeout ({ping_timeout} s)")
+        self.dead_after = dead_after
         self.isolation = isolation
         self.max_buffer = max_buffer
         self.send_deadline = send_deadline
@@ -129,17 +138,29 @@ class FixedServer(SessionServer):
         """Step 2, liveness: ping every ``ping_interval``; drop the client if the pong is late."""
         # One deadline around sending the ping and receiving the pong: a peer that stopped
         # reading blocks the ping itself, and is caught too.
+        # With dead_after, a pong later than ping_timeout still proves the client alive, only slow:
+        # its pongs wait behind the messages it has not read yet. Only no pong at all is death.
+        deadline = self.dead_after if self.dead_after is not None else self.ping_timeout
+        last_late = 0.0  # how late the last late pong was: a slow client, if any
         while True:
             await asyncio.sleep(self.ping_interval)
+            started = asyncio.get_running_loop().time()
             try:
-                async with asyncio.timeout(self.ping_timeout):
+                async with asyncio.timeout(deadline):
                     pong = await ws.ping()
                     await pong
             except TimeoutError:
-                self.drop(session_id, ws, f"no pong within {self.ping_timeout} s")
+                slow = f" (its last pong came {last_late:.2f} s late: slow, falling behind)" if last_late else ""
+                self.drop(session_id, ws, f"no pong within {deadline} s{slow}")
                 return
             except ConnectionClosed:
                 return  # the handler's finally removes the session
+            late = asyncio.get_running_loop().time() - started
+            if late > self.ping_timeout:
+                last_late = late
+                self.timeline.record(self.name, EventKind.SLOW, conn=f"s{session_id}", late=late,
+                                     detail=f"pong after {late:.2f} s, over ping_timeout={self.ping_timeout}: "
+                                     "slow, not dead")
 
     def enqueue(self, session_id: int, ws: ServerConnection, message: bytes | str) -> None:
         """Step 3, isolation: append to the client's outbox, never wait; drop a client that holds too much."""
