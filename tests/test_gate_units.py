@@ -139,12 +139,16 @@ def test_retry_after_is_read_from_a_503_or_a_1013():
     assert retry_after(CloseEvent(1000, "retry after 2 s", True)) is None  # only 1013 carries one
 
 
-def test_the_client_waits_at_least_what_the_server_said_plus_its_backoff():
+def test_the_client_waits_at_least_what_the_server_said_spread_over_the_next_second():
     p = policy()
-    decision = p.decide(refused(503, **{"Retry-After": "3"}))
-    assert decision == Retry(3.5, 1) and "retry after 3 s" in decision.why
-    assert p.decide(CloseEvent(1013, "try again later: retry after 2 s", True), uptime=0.0) == Retry(3.0, 2)
-    assert p.decide(refused(503)) == Retry(2.0, 3)  # no Retry-After: the backoff alone
+    delays = []
+    for retry in range(1, 201):
+        decision = p.decide(refused(503, **{"Retry-After": "3"}))
+        assert decision.retry == retry and "retry after 3 s" in decision.why
+        delays.append(decision.delay)
+    assert 3.0 <= min(delays) < 3.1 and 3.9 < max(delays) < 4.0  # not before 3 s; spread over [3, 4)
+    assert 2.0 <= p.decide(CloseEvent(1013, "try again later: retry after 2 s", True), uptime=0.0).delay < 3.0
+    assert p.decide(refused(503)).delay == 0.5  # no Retry-After: the backoff, which the server's pacing left alone
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 431, 418])

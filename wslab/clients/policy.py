@@ -185,13 +185,14 @@ class ReconnectPolicy:
         if self.max_retries is not None and self.retries >= self.max_retries:
             return GiveUp(f"{self.retries} reconnection attempts failed (max_retries={self.max_retries})")
         self.retries += 1
-        delay = self.backoff.next()
         wait = retry_after(outcome)
         if wait is not None:
-            # The server said when to come back: at least that long, plus our own jitter so that
-            # everyone told "in 2 s" does not come back in the same millisecond.
-            return Retry(wait + delay, self.retries, why=f"the server said retry after {wait:g} s")
-        return Retry(delay, self.retries)
+            # The server said when to come back: not before that. Retry-After counts whole seconds,
+            # so spread over the next one: everyone told "in 2 s" must not come back in the same
+            # millisecond. The server paces the herd now; the backoff waits for the next failure.
+            delay = wait + self.backoff.rng.uniform(0.0, 1.0)
+            return Retry(delay, self.retries, why=f"the server said retry after {wait:g} s")
+        return Retry(self.backoff.next(), self.retries)
 
 
 @dataclass(frozen=True)

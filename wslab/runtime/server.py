@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -200,6 +201,12 @@ def _recording_connection(timeline: Timeline, source: str) -> type[ServerConnect
     """websockets' ServerConnection, recording on ``timeline`` every opening handshake that does not open."""
 
     class RecordingConnection(ServerConnection):
+        accepted_at = 0.0  # time.monotonic() when the TCP connection was accepted: the handshake's start
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.accepted_at = time.monotonic()
+            super().connection_made(transport)
+
         async def handshake(self, process_request: Any = None, process_response: Any = None, *args: Any) -> None:
             async def record_response(connection: ServerConnection, request: Request, response: Response) -> Any:
                 # Every response to a parsed request passes here before it is sent: record a refusal now,

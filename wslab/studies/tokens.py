@@ -115,7 +115,7 @@ async def measure_tokens(
     lab: Lab, *, lifetime: float = 2.0, duration: float = 9.0, interval: float = 0.05, min_delay: float = 0.5,
     seed: int = 1,
 ) -> list[TokenRun]:
-    """Run the three :data:`STRATEGIES` at once for ``duration`` seconds against a server whose tokens last ``lifetime``.
+    """Run the three :data:`STRATEGIES` at once for ``duration`` s against a server whose tokens last ``lifetime`` s.
 
     The server publishes a numbered message every ``interval`` seconds and
     replays a reconnecting client's gap. Everything runs in ``lab`` under
