@@ -123,23 +123,25 @@ async def _client(url: str, cell: Cell, duration: float) -> tuple[int, int]:
         worker = MessageWorker(handle_blocking)
     elif cell.mode == "worker thread":
         worker = MessageWorker(handle_blocking, in_thread=True)
-    async with connect(url, max_queue=cell.max_queue, ping_interval=None, compression=None) as ws:
-        task = asyncio.create_task(worker.run()) if worker is not None else None
-        try:
-            async with asyncio.timeout(duration):
-                async for message in ws:
-                    if worker is not None:
-                        worker.put(message)
-                    elif cell.mode == "time.sleep in the loop":
-                        handle_blocking(message)
-                    else:
-                        await handle_async(message)
-        except (TimeoutError, ConnectionClosed):
-            pass
-        finally:
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+    ws = await connect(url, max_queue=cell.max_queue, ping_interval=None, compression=None)
+    task = asyncio.create_task(worker.run()) if worker is not None else None
+    try:
+        async with asyncio.timeout(duration):
+            async for message in ws:
+                if worker is not None:
+                    worker.put(message)
+                elif cell.mode == "time.sleep in the loop":
+                    handle_blocking(message)
+                else:
+                    await handle_async(message)
+    except (TimeoutError, ConnectionClosed):
+        pass
+    finally:
+        # The run is over: leave at once. A polite close would wait behind the unread messages too.
+        ws.transport.abort()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     return handled, len(worker) if worker is not None else 0
 
 
@@ -165,7 +167,8 @@ async def run_cell(lab: Lab, cell: Cell, *, name: str, duration: float = 5.0, pu
     finally:
         await lab.close(f"{name}-publisher")
         await lab.close(name)
-    events = [e for e in lab.timeline.events[since:] if e.source == name]
+    # Only what happened while the client ran: once it left, a drop says nothing about it.
+    events = [e for e in lab.timeline.events[since:] if e.source == name and e.t <= started + duration]
     drop = next((e for e in events if e.kind == EventKind.ABORT), None)
     late = [e.data["late"] for e in events if e.kind == EventKind.SLOW]
     return CellResult(cell, None if drop is None else drop.t - started, drop.detail if drop else "", handled,
