@@ -17,9 +17,12 @@ and :meth:`~MessageWorker.run`, a task of its own, handles them one by one::
         worker.put(message)                   # or: client.on_message = worker.put
 
 Blocking work (``time.sleep``, a CPU-bound parse, a synchronous database
-call) blocks the event loop itself, and a task does not help: the loop can't
-read while the worker blocks. ``in_thread=True`` runs the handler in a
-thread (``asyncio.to_thread``), and the loop stays free.
+call) blocks the event loop itself: while it runs, nothing else does. The
+worker gives the loop a turn between two messages, so the reading loop (and
+the pong it owes) waits one handler call at most, not the whole backlog; but
+every other task waits too, and one call longer than ``ping_timeout`` still
+gets the client dropped. ``in_thread=True`` runs the handler in a thread
+(``asyncio.to_thread``), and the loop stays free.
 
 The queue is the client's own backlog: bounded by ``maxsize``, the oldest
 message is dropped when a new one comes and the queue is full (``dropped``
@@ -87,6 +90,9 @@ class MessageWorker(Generic[T]):
                     if inspect.isawaitable(result):
                         await result
                 self.handled += 1
+                # Let the loop run between two messages, whatever handle did: the reading loop (and
+                # the pong it owes) waits at most one handle() call, not the whole backlog.
+                await asyncio.sleep(0)
             self._ready.clear()
 
     def __len__(self) -> int:

@@ -40,7 +40,7 @@ from ..runtime.timing import wait_until
 from ..servers import Gate, ReplayServer, TokenSigner, start_app
 from ..servers.auth import TOKEN_EXPIRED
 
-__all__ = ["STRATEGIES", "TokenRun", "measure_tokens", "summarize"]
+__all__ = ["STRATEGIES", "TokenRun", "intervals", "measure_tokens", "summarize"]
 
 STRATEGIES = ("fixed URL", "token per attempt", "refresh on 4401")
 
@@ -57,6 +57,7 @@ class TokenRun:
         missed: Messages published while the client ran that it never received (replay on).
         received: Distinct messages received.
         gave_up: Why the client stopped, if it did.
+        client: Its source name on the timeline.
     """
 
     strategy: str
@@ -66,6 +67,7 @@ class TokenRun:
     missed: int
     received: int
     gave_up: str | None
+    client: str = ""
 
     def row(self) -> dict[str, Any]:
         finite = [r for r in self.recoveries if math.isfinite(r)]
@@ -82,7 +84,7 @@ class TokenRun:
 
 
 def summarize(strategy: str, events: Iterable[Event], *, published: range, seen: set[int],
-              gave_up: str | None = None) -> TokenRun:
+              gave_up: str | None = None, client: str = "") -> TokenRun:
     """A client's :class:`TokenRun` from its own timeline events. No I/O.
 
     ``published`` is the range of numbers the server published while the client ran
@@ -97,7 +99,22 @@ def summarize(strategy: str, events: Iterable[Event], *, published: range, seen:
         recoveries.append(later[0] - close.t if later else math.inf)
     rejected = sum(1 for e in events if e.kind == EventKind.ERROR and "HTTP 401" in e.detail)
     received = len(seen & set(published))
-    return TokenRun(strategy, len(expiries), rejected, recoveries, len(published) - received, received, gave_up)
+    return TokenRun(strategy, len(expiries), rejected, recoveries, len(published) - received, received, gave_up,
+                    client)
+
+
+def intervals(events: Iterable[Event], *, until: float) -> list[tuple[float, float]]:
+    """When a client was connected: ``(open, close)`` pairs from its events, the last one open until ``until``."""
+    spans, opened = [], None
+    for e in sorted(events, key=lambda e: e.t):
+        if e.kind == EventKind.OPEN and opened is None:
+            opened = e.t
+        elif e.kind == EventKind.CLOSE and opened is not None:
+            spans.append((opened, e.t))
+            opened = None
+    if opened is not None:
+        spans.append((opened, until))
+    return spans
 
 
 def _client(strategy: str, url: str, signer: TokenSigner, lab: Lab, options: dict[str, Any]) -> ReconnectingClient:
@@ -150,7 +167,7 @@ async def measure_tokens(
         # Each client's run starts with the first message it got (its first connection asks for no replay).
         return [summarize(strategy, lab.timeline.select(source=client.name),
                           published=range(min(seen[strategy], default=last), last), seen=seen[strategy],
-                          gave_up=client.gave_up)
+                          gave_up=client.gave_up, client=client.name)
                 for strategy, client in clients.items()]
     finally:
         for client in clients.values():
