@@ -105,14 +105,19 @@ def grid(handlers: Iterable[float], ping_timeouts: Iterable[float], max_queues: 
 async def _client(url: str, cell: Cell, duration: float) -> tuple[int, int]:
     """Read for ``duration`` seconds, handling each message the cell's way. Returns (handled, backlog)."""
     handled = 0
+    end = time.monotonic() + duration  # blocking work can't be cancelled: each handler call checks the end
 
     async def handle_async(_: Any) -> None:
         nonlocal handled
+        if time.monotonic() > end:
+            raise TimeoutError
         await asyncio.sleep(cell.handler)  # stands for awaited work: a database query, an HTTP call
         handled += 1
 
     def handle_blocking(_: Any) -> None:
         nonlocal handled
+        if time.monotonic() > end:
+            raise TimeoutError
         time.sleep(cell.handler)  # stands for blocking work: a CPU-bound parse, a synchronous driver
         handled += 1
 
