@@ -31,7 +31,7 @@ from wslab.studies.tokens import measure_tokens
 HANDLERS, PING_TIMEOUTS, MAX_QUEUES = (0.02, 0.05, 0.1), (0.5, 2.0), (16, 64, None)
 DEAD_AFTER = 5.0
 STORM_POLICY = {"min_delay": 0.1, "max_delay": 2.0, "factor": 2.0, **STRATEGIES["full"]}  # notebook 05's schedule
-STORM_N, STORM_WORKERS, STORM_RATE, STORM_SNAPSHOT = 1_000, 4, 200.0, 500
+STORM_N, STORM_WORKERS, STORM_RATE, STORM_SNAPSHOT = 1_000, 4, 100.0, 1_500
 
 
 def heading(text: str) -> None:
@@ -66,7 +66,7 @@ async def storm(lab: wslab.Lab) -> None:
     for rate in (None, STORM_RATE):
         label = "no admission control" if rate is None else f"admission {rate:.0f}/s, 503 + Retry-After"
         results.append(await run_storm(lab, STORM_N, STORM_POLICY, rate=rate, workers=STORM_WORKERS,
-                                       snapshot=STORM_SNAPSHOT, seed=1, label=label))
+                                       snapshot=STORM_SNAPSHOT, seed=1, deadline=40.0, label=label))
     print(table([r.row() for r in results]))
     burst = max(1.0, STORM_RATE * 0.1)
     paced = results[1].peak_accepts()
