@@ -5,6 +5,6 @@ One module per exercise; each check tests behaviour, never the source text.
 
 from __future__ import annotations
 
-from .sessions import HINTS, CheckResult, ModeCheck, ModeRun, check_handler, verdict
+from .sessions import check_handler
 
-__all__ = ["HINTS", "CheckResult", "ModeCheck", "ModeRun", "check_handler", "verdict"]
+__all__ = ["check_handler"]
