@@ -96,7 +96,11 @@ def test_a_client_that_could_not_be_set_up_fails_with_the_reason():
 
 def test_the_control_passes_when_it_stayed_open_in_the_map():
     case = verdict(CaseRun(CONTROL, appeared=True, state="open", pings=4, watched=3.0), bound=2.0)
-    assert case.passed and case.message == "stayed in the map, open, for 3.0 s (answering 4 pings)"
+    assert case.passed
+    assert case.message == "stayed in the map and open for the whole check, over 2 s (answering 4 pings)"
+    assert case.measured["watched"] == 3.0
+    never = verdict(CaseRun(CONTROL, appeared=True, state="open", watched=3.0), bound=2.0)
+    assert never.passed and never.message.endswith("(never pinged)")
 
 
 def test_the_control_dropped_right_at_a_ping_gets_the_pong_hint():
@@ -173,6 +177,26 @@ async def test_a_handler_that_raises_is_reported_in_one_line():
         assert "raised ValueError: oops" in case.message or case.message.startswith("not tried")
         assert "\n" not in case.message
     assert "handler() raised ValueError: oops" in result.case(CONTROL).message
+
+
+async def test_the_check_restores_the_loops_task_factory_and_stops_the_tasks_it_watched():
+    loop = asyncio.get_running_loop()
+    made = []
+
+    def factory(loop, coro, **kwargs):
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        solution = runpy.run_path(str(SOLUTION))
+        result = await check_handler(solution["handler"], solution["sessions"], modes=("reset",))
+        assert loop.get_task_factory() is factory  # as it was before the check
+    finally:
+        loop.set_task_factory(None)
+    assert result.passed, str(result)
+    assert any("ping_or_abort" in repr(coro) for coro in made)  # the check's factory called the one it found
+    assert not [t for t in asyncio.all_tasks() if "ping_or_abort" in repr(t.get_coro())]
 
 
 async def test_needs_the_sessions_container():

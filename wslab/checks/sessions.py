@@ -177,7 +177,7 @@ def verdict(run: CaseRun, bound: float) -> Case:
     if not run.appeared:
         return Case(run.name, False, NEVER_APPEARED, measured)
     if run.name == CONTROL:
-        return _control_verdict(run, measured)
+        return _control_verdict(run, bound, measured)
     if run.dropped_early:
         return Case(run.name, False, HINTS["dropped-early"], measured)
     removed = run.removed_after is not None
@@ -195,10 +195,11 @@ def verdict(run: CaseRun, bound: float) -> Case:
     return Case(run.name, False, HINTS[run.name].format(bound=bound), measured)
 
 
-def _control_verdict(run: CaseRun, measured: dict[str, Any]) -> Case:
+def _control_verdict(run: CaseRun, bound: float, measured: dict[str, Any]) -> Case:
     if run.removed_after is None and run.state == "open":
         pings = f"answering {run.pings} ping{'s' if run.pings != 1 else ''}" if run.pings else "never pinged"
-        return Case(CONTROL, True, f"stayed in the map, open, for {run.watched:.1f} s ({pings})", measured)
+        return Case(CONTROL, True, f"stayed in the map and open for the whole check, over {bound:g} s ({pings})",
+                    {**measured, "watched": run.watched})
     if run.ping_gap is not None and run.ping_gap < PONG_GAP:
         return Case(CONTROL, False, HINTS["control-pong"].format(gap_ms=math.ceil(run.ping_gap * 1000)), measured)
     after = run.removed_after or 0.0
@@ -271,7 +272,8 @@ async def start_victims(
             victims[mode] = "not tried: the handler crashed on an earlier client (see its row)"
             continue
         try:
-            victims[mode] = await connect_victim(lab, server, mode, proxy=proxy, name=f"check-{mode}", deadline=5.0)
+            victims[mode] = await connect_victim(lab, server, mode, proxy=proxy, name=f"check-{mode}", deadline=5.0,
+                                                 max_queue=None)  # see _connect_control
         except LabError as exc:
             victims[mode] = str(exc)
             continue
@@ -285,7 +287,9 @@ async def _connect_control(lab: Lab, watcher: HandlerWatcher, proxy: FaultProxy)
     logger.addHandler(log)
     before = len(watcher.started)
     try:
-        client = await lab.connect(proxy.url, name=f"check-{CONTROL}", logger=logger)
+        # max_queue=None: nobody reads this client's messages; if your handler sends some, websockets
+        # must not stop reading the socket after 16 of them, or it would stop answering pings too.
+        client = await lab.connect(proxy.url, name=f"check-{CONTROL}", logger=logger, max_queue=None)
         # The handler's own record, not server.connections: a handler that crashes at once closes it.
         await wait_until(lambda: len(watcher.started) > before, 5.0, "the healthy client's handler starting")
     except LabError as exc:
@@ -441,4 +445,5 @@ async def check_handler(
                     run.errors = list(watcher.errors.get(client.server_ws, []))
             server.abort_connections()  # the clients are dead or done: no handshakes to wait for
             await watcher.stop_tasks()
-    return Report([verdict(run, scaled(bounds.get(run.name, healthy_for))) for run in runs])
+    # The control's bound is a minimum to stay, not a deadline: it is not scaled.
+    return Report([verdict(run, healthy_for if run.name == CONTROL else scaled(bounds[run.name])) for run in runs])
