@@ -19,6 +19,7 @@ from wslab.runtime.check import (
     check_python,
     check_tcp_user_timeout,
     check_version,
+    check_wslab,
 )
 from wslab.runtime.programs import CHROMIUM, LAST_CORE_NOTEBOOK, NGINX, PROGRAMS, Program
 from wslab.runtime.timing import scaled
@@ -135,3 +136,24 @@ def test_every_program_is_listed_without_importing_the_modules_that_start_them()
 def test_chromium_is_core_and_nginx_is_not():
     assert CHROMIUM.core  # notebook 03
     assert not NGINX.core  # notebook 06
+
+
+def test_the_report_shows_no_local_path(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    # Notebook 00 stores the report: where this checkout or this home directory is must not show.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(os.path.join(root, "notebooks"))  # where a notebook's kernel runs
+    assert check_wslab().detail == f"from {os.path.join(os.pardir, 'wslab')}"
+    monkeypatch.chdir(root)  # where `python -m wslab check` runs
+    assert check_wslab().detail == f"from {os.path.join(os.curdir, 'wslab')}"
+    # A program found under the home directory, as Playwright's own Chromium is.
+    tool = tmp_path / "bin" / "tool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WSLAB_TEST_TOOL", str(tool))
+    program = Program("tool", needed_by=("06-a-later-notebook",), executables=(), env_var="WSLAB_TEST_TOOL")
+    item = check_program(program)
+    assert item.status == Status.OK
+    assert item.detail == f"tool found at ~{os.sep}{os.path.join('bin', 'tool')}"
+    assert str(tmp_path) not in str(item)

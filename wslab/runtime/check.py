@@ -122,12 +122,27 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
+def without_home(text: str) -> str:
+    """``text`` with the home directory written ``~``: a stored notebook output holds no local path."""
+    home = os.path.expanduser("~")
+    return text if home in ("", os.sep) else text.replace(home + os.sep, "~" + os.sep)
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the current directory when it is near (``../wslab`` from notebooks/), else
+    :func:`without_home`: where a checkout sits on this machine is nobody else's business."""
+    relative = os.path.relpath(path)
+    if relative.startswith(os.path.join(os.pardir, os.pardir)):
+        return without_home(path)
+    return relative if relative.startswith(os.pardir) else os.path.join(os.curdir, relative)
+
+
 def check_wslab() -> Item:
     """The wslab package itself: installed (so a kernel started in notebooks/ imports it), and from where."""
     import wslab
 
     version = _installed_version("wslab")
-    where = os.path.dirname(wslab.__file__ or "?")
+    where = shown_path(os.path.dirname(wslab.__file__ or "?"))
     if version is None:
         return Item(Status.MISSING, "wslab", f"imported from {where}, but not installed: {INSTALL_WSLAB}")
     return Item(Status.OK, f"wslab {version}", f"from {where}")
@@ -192,6 +207,7 @@ def check_program(program: Program) -> Item:
     """An external program: found, or how to install it, and whether its absence fails the check."""
     notebooks = ", ".join(stem[:2] for stem in program.needed_by)
     available, detail = program.availability()
+    detail = without_home(detail)  # e.g. a Chromium that Playwright downloaded to ~/.cache
     if available:
         return Item(Status.OK, f"{program.name} (notebook {notebooks})", detail)
     install = program.how_to_install()
