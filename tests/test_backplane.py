@@ -137,7 +137,8 @@ async def test_start_redis_tries_another_port_when_its_port_was_taken(monkeypatc
         async with Lab() as lab:
             redis = await start_redis(lab)
             assert redis.port != busy and await redis.client().ping()
-            assert lab.timeline.select(source="redis-server", kind="exited")[0].detail == f"port {busy} was taken: trying another"
+            exited = lab.timeline.select(source="redis-server", kind="exited")
+            assert exited[0].detail == f"port {busy} was taken: trying another"
             with pytest.raises(LabError, match=f"Failed listening on port {busy}"):
                 await start_redis(lab, name="pinned", port=busy)  # a port you chose is not replaced
 

@@ -313,7 +313,10 @@ def _command(pid: int) -> str:
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and text in _command(int(entry.name))]
+    return [
+        int(entry.name) for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and text in _command(int(entry.name))
+    ]
 
 
 @needs_tomcat

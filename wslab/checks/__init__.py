@@ -9,4 +9,7 @@ from .onclose import check_onclose
 from .reconnect import check_reconnect_policy
 from .sessions import HINTS, CheckResult, ModeCheck, ModeRun, check_handler, verdict
 
-__all__ = ["HINTS", "CheckResult", "ModeCheck", "ModeRun", "check_handler", "check_onclose", "check_reconnect_policy", "verdict"]
+__all__ = [
+    "HINTS", "CheckResult", "ModeCheck", "ModeRun", "check_handler", "check_onclose", "check_reconnect_policy",
+    "verdict",
+]

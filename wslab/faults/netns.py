@@ -157,7 +157,8 @@ async def run_vanish(
     all vanish at once, and one Tomcat start serves both.
 
     Args:
-        sources, classes: The endpoints, as ``.java`` files or compiled classes (see :func:`~wslab.runtime.tomcat.launch_tomcat`).
+        sources, classes: The endpoints, as ``.java`` files or compiled classes
+            (see :func:`~wslab.runtime.tomcat.launch_tomcat`).
         retries2: ``net.ipv4.tcp_retries2`` inside (1: the kernel gives up after about 1.5 s); None: leave it at 15.
         until: Wait until Tomcat logs a record containing this, once per client (at most ``timeout`` s, scaled).
         watch: Then keep logging this many seconds more, e.g. to count the lines per second.

@@ -259,7 +259,9 @@ class BackplaneServer(FixedServer):
             first = _seq_of_entry(entries[0][0]) if entries else top + 1
             if first > self.last_seq + 1:  # the stream no longer holds all we missed
                 missed = (self.last_seq + 1, first - 1)
-                self.timeline.record(self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}", missed=missed)
+                self.timeline.record(
+                    self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}", missed=missed,
+                )
                 self._fan_out(None, encode_resync(missed, first))
                 self.resyncs += len(self.sessions)
                 self.last_seq = first - 1
