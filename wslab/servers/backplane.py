@@ -103,11 +103,6 @@ def _unpack(packed: bytes) -> tuple[int, bytes | str]:
     return seq, frame.decode() if packed[:1] == b"t" else frame
 
 
-def _seq_of_entry(entry_id: bytes) -> int:
-    """Stream entries are numbered ``0-SEQ``: the entry id is the broadcast's number."""
-    return int(entry_id.split(b"-")[1])
-
-
 class BackplaneServer(FixedServer):
     """FixedServer whose broadcasts go through Redis, so that every process delivers them.
 
@@ -179,7 +174,7 @@ class BackplaneServer(FixedServer):
         self._suspect = False  # a publish failed: the link should reconnect even if its socket looks fine
         self._held: dict[int, list[tuple[int | None, bytes | str]]] = {}  # live frames for resuming sessions
         self._floors: dict[int, int] = {}  # sessions ahead of this process: skip frames up to this number
-        self._resumes: dict[int, asyncio.Task] = {}
+        self._resumes: dict[int, asyncio.Task[None]] = {}
 
     # -- the link to Redis ---------------------------------------------------------------
 
@@ -238,7 +233,8 @@ class BackplaneServer(FixedServer):
                     raise RedisError("a publish failed")
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)
+                # redis-py 8 leaves PubSub.aclose() unannotated (Redis.aclose() is typed): it returns None.
+                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)  # type: ignore[no-untyped-call]
 
     async def _catch_up(self, client: redis.asyncio.Redis, epoch: bytes, top: int) -> None:
         """Just subscribed: deliver from the stream what was published since this process last delivered."""
@@ -255,8 +251,8 @@ class BackplaneServer(FixedServer):
         if top > self.last_seq and not self.catch_up:
             self.last_seq = top  # pub/sub alone: what was published while we were away is lost here
         elif top > self.last_seq:
-            entries = await client.xrange(self.stream, f"0-{self.last_seq + 1}", f"0-{top}")
-            first = _seq_of_entry(entries[0][0]) if entries else top + 1
+            frames = await self._read_stream(client, self.last_seq + 1, top)
+            first = frames[0][0] if frames else top + 1
             if first > self.last_seq + 1:  # the stream no longer holds all we missed
                 missed = (self.last_seq + 1, first - 1)
                 self.timeline.record(
@@ -265,11 +261,29 @@ class BackplaneServer(FixedServer):
                 self._fan_out(None, encode_resync(missed, first))
                 self.resyncs += len(self.sessions)
                 self.last_seq = first - 1
-            for _, fields in entries:
-                self._deliver(*_unpack(fields[b"f"]))
-            self.caught_up += len(entries)
-            self.timeline.record(self.name, EventKind.CATCH_UP, detail=f"{len(entries)} frames from the stream",
-                                 frames=len(entries))
+            for seq, frame in frames:
+                self._deliver(seq, frame)
+            self.caught_up += len(frames)
+            self.timeline.record(self.name, EventKind.CATCH_UP, detail=f"{len(frames)} frames from the stream",
+                                 frames=len(frames))
+
+    async def _read_stream(self, client: redis.asyncio.Redis, first: int, last: int) -> list[tuple[int, bytes | str]]:
+        """``XRANGE`` from number ``first`` to ``last``: ``(number, frame as sent)`` for each entry still there.
+
+        The PUBLISH script gives an entry the id ``0-SEQ`` and the field ``f``, the
+        frame packed with the same SEQ. An entry that is not ours is skipped, as on pub/sub.
+        """
+        frames = []
+        entries = await client.xrange(self.stream, f"0-{first}", f"0-{last}")
+        for entry_id, fields in entries or []:  # redis-py's types allow None for an empty reply
+            packed = fields.get(b"f") if fields else None
+            try:
+                if not isinstance(packed, bytes):
+                    raise ValueError(f"no frame in entry {entry_id!r}")
+                frames.append(_unpack(packed))
+            except ValueError as exc:
+                self.timeline.record(self.name, EventKind.LOG, detail=f"ignored stream entry: {exc}")
+        return frames
 
     def _came_up(self) -> None:
         self.connected, self._suspect = True, False
@@ -368,17 +382,19 @@ class BackplaneServer(FixedServer):
                              last_seq=last_seq)
         client = self._redis
         try:
-            if known is None or (last_seq != known and client is None):
+            if last_seq == known:
+                pass  # up to date: nothing to replay, no Redis needed
+            elif known is None or client is None:
                 raise RedisError("not connected to the backplane")
-            if last_seq < known:
-                entries = await client.xrange(self.stream, f"0-{last_seq + 1}", f"0-{known}")
-                first = _seq_of_entry(entries[0][0]) if entries else known + 1
+            elif last_seq < known:
+                frames = await self._read_stream(client, last_seq + 1, known)
+                first = frames[0][0] if frames else known + 1
                 if first > last_seq + 1:  # the stream was trimmed past the client's gap
                     self._resync(session_id, ws, (last_seq + 1, first - 1), first)
-                for _, fields in entries:
-                    self.enqueue(session_id, ws, _unpack(fields[b"f"])[1])
-                self.replayed += len(entries)
-            elif last_seq > known:
+                for _, frame in frames:
+                    self.enqueue(session_id, ws, frame)
+                self.replayed += len(frames)
+            else:  # last_seq > known
                 top = int(await client.get(self.counter) or 0)
                 if last_seq <= top:
                     self._floors[session_id] = last_seq  # another process was ahead: wait for ours to catch up
