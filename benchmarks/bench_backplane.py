@@ -50,10 +50,11 @@ import wslab
 from wslab.clients.reconnect import ReconnectingClient
 from wslab.runtime.programs import ChildProcess
 from wslab.runtime.redis import REDIS, start_redis
-from wslab.servers.backplane import PUBLISH, BackplaneServer, start_backplane
+from wslab.servers.backplane import BackplaneServer, start_backplane
 from wslab.servers.base import start_app
 from wslab.servers.fixed import FixedServer
 from wslab.servers.process import start_server_process
+from wslab.servers.redisframes import PUBLISH
 from wslab.servers.wire import Numbered, decode, stamp
 from wslab.studies.herd import raise_fd_limit
 

@@ -4,7 +4,7 @@ One :class:`~wslab.servers.fixed.FixedServer` keeps its sessions and history in
 its own memory: run two, and a broadcast reaches only the sessions of the
 process that sent it. :class:`BackplaneServer` is FixedServer (removal,
 keepalive and isolation unchanged: the fix composes with scale-out) whose
-broadcasts go through Redis:
+broadcasts go through Redis (what it keeps there: :mod:`~wslab.servers.redisframes`):
 
 * **Numbering.** ``publish()`` runs one Lua script: ``INCR`` gives the next
   number, shared by every process; ``XADD`` appends the frame to a stream
@@ -23,18 +23,8 @@ broadcasts go through Redis:
   (``catch-up``). If Redis restarted empty, the numbering restarted too: its
   clients get ``resync``, then the new numbers from 1.
 
-Why pub/sub for the live path, and not each process looping on ``XREAD BLOCK``
-on the stream? Not speed: measured (``benchmarks/bench_backplane.py``, part 3,
-one reader process, 100 to 2,000 frames/s on this lab's 2-core machine) the
-two are within noise of each other, p50 0.4-1.2 ms for both. Three reasons:
-PUBLISH keeps Redis's fan-out stateless (no cursor per process, no command per
-batch from each reader); it is what real adapters do (Socket.IO's Redis
-adapter); and its weakness is the lesson. Pub/sub is at-most-once: a frame
-published while a subscriber is disconnected is gone for it. An XREAD loop
-would resume from its cursor and hide that; here the process reads the gap
-from the stream after each reconnect (``catch_up``), and notebook 07 switches
-that off to show what pub/sub alone loses. Pub/sub to be pushed, the stream to
-be complete.
+Why pub/sub for the live path, and not a loop on ``XREAD BLOCK``: see
+:mod:`~wslab.servers.redisframes`.
 
 Limit: Redis here keeps nothing on disk. A client that was away while Redis
 restarted, and comes back after the new numbering has passed its ``last_seq``,
@@ -64,44 +54,11 @@ from ..runtime.timeline import EventKind, Timeline, describe_exception
 from ..runtime.timing import CLOSE_DEADLINE, close_within, wait_until
 from .base import start_app
 from .fixed import FixedServer
+from .redisframes import HELLO, PUBLISH, read_stream, unpack
 from .replay import last_seq_of
 from .wire import encode, encode_resync
 
 __all__ = ["BackplaneServer", "start_backplane"]
-
-# KEYS: counter, stream, channel. ARGV: maxlen, "t" (text) or "b" (binary), the frame's tail.
-# The tail is wire.encode()'s frame without its number ("SENT_AT data"): the number is only
-# known here, and putting it in front makes the frame "SEQ SENT_AT data", the lab's one format.
-# Redis carries bytes only, so one letter in front says whether the frame was text or binary.
-PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
-local packed = ARGV[2] .. seq .. ' ' .. ARGV[3]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'f', packed)
-redis.call('PUBLISH', KEYS[3], packed)
-return seq
-"""
-
-# KEYS: epoch, counter. ARGV: a new epoch id. Returns the epoch and the last number given out.
-# The first process to reach a Redis sets the epoch; a Redis that restarted empty has none,
-# so a new one tells every process that the numbering (and the stream) started again.
-HELLO = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
-"""
-
-
-def _unpack(packed: bytes) -> tuple[int, bytes | str]:
-    """``b"t42 81237.5 hello"`` -> ``(42, "42 81237.5 hello")``: the number, and the frame as it was sent.
-
-    Raises:
-        ValueError: ``packed`` is not what the PUBLISH script makes.
-    """
-    if packed[:1] not in (b"t", b"b"):
-        raise ValueError(f"not a backplane frame: {packed[:40]!r}")
-    frame = packed[1:]
-    seq = int(frame[: frame.index(b" ")])  # int() and index() raise ValueError too
-    return seq, frame.decode() if packed[:1] == b"t" else frame
-
 
 class BackplaneServer(FixedServer):
     """FixedServer whose broadcasts go through Redis, so that every process delivers them.
@@ -224,7 +181,7 @@ class BackplaneServer(FixedServer):
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
                     try:
-                        seq, frame = _unpack(message["data"])
+                        seq, frame = unpack(message["data"])
                     except ValueError:  # someone else's PUBLISH on our channel: not ours to deliver
                         self.timeline.record(self.name, EventKind.LOG, detail=f"ignored {message['data'][:40]!r}")
                         continue
@@ -268,21 +225,9 @@ class BackplaneServer(FixedServer):
                                  frames=len(frames))
 
     async def _read_stream(self, client: redis.asyncio.Redis, first: int, last: int) -> list[tuple[int, bytes | str]]:
-        """``XRANGE`` from number ``first`` to ``last``: ``(number, frame as sent)`` for each entry still there.
-
-        The PUBLISH script gives an entry the id ``0-SEQ`` and the field ``f``, the
-        frame packed with the same SEQ. An entry that is not ours is skipped, as on pub/sub.
-        """
-        frames = []
-        entries = await client.xrange(self.stream, f"0-{first}", f"0-{last}")
-        for entry_id, fields in entries or []:  # redis-py's types allow None for an empty reply
-            packed = fields.get(b"f") if fields else None
-            try:
-                if not isinstance(packed, bytes):
-                    raise ValueError(f"no frame in entry {entry_id!r}")
-                frames.append(_unpack(packed))
-            except ValueError as exc:
-                self.timeline.record(self.name, EventKind.LOG, detail=f"ignored stream entry: {exc}")
+        frames, ignored = await read_stream(client, self.stream, first, last)
+        for line in ignored:
+            self.timeline.record(self.name, EventKind.LOG, detail=line)
         return frames
 
     def _came_up(self) -> None:
