@@ -23,9 +23,10 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .childprocess import ChildProcess, free_port
 from .errors import LabError
 from .lab import Lab, Restart
-from .programs import REDIS, ChildProcess, free_port
+from .programs import REDIS
 from .timeline import EventKind
 from .timing import CLOSE_DEADLINE
 
@@ -72,7 +73,7 @@ class RedisServer:
         name: The lab's name for it.
         host: Always 127.0.0.1.
         port: Its port, kept across :meth:`restart`.
-        process: The running :class:`~wslab.runtime.programs.ChildProcess`.
+        process: The running :class:`~wslab.runtime.childprocess.ChildProcess`.
     """
 
     close_rank = 3  # with the servers, before the programs: its clients go first, then its process

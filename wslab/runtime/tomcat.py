@@ -35,10 +35,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .childprocess import ChildProcess, free_port
 from .errors import LabError
 from .javalog import TomcatLog
 from .lab import Lab
-from .programs import JAVAC, TOMCAT, TOMCAT_INSTALL, TOMCAT_NOTEBOOK, ChildProcess, free_port
+from .programs import JAVAC, TOMCAT, TOMCAT_INSTALL, TOMCAT_NOTEBOOK
 from .timeline import EventKind
 from .timing import scaled
 
