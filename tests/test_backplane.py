@@ -263,6 +263,28 @@ async def test_a_gap_older_than_the_stream_gets_resync_then_what_the_stream_hold
         assert app.resyncs == 2 and app.replayed == (published[-1] - oldest + 1) + 3
 
 
+@needs_redis
+async def test_a_stream_entry_packed_some_other_way_is_skipped_and_the_replay_goes_on():
+    async with Lab() as lab:
+        redis = await start_redis(lab)
+        app = await backplane_app(lab, redis.url, "p0")
+        ours = await publish_all(app, 2)
+        # Another publisher on the same keys (an older version, say): it takes a number from the
+        # counter, as PUBLISH does, but packs the frame its own way.
+        admin = redis.client()
+        theirs = await admin.incr(app.counter)
+        await admin.xadd(app.stream, {"f": f"{theirs} packed some other way"}, id=f"0-{theirs}")
+        ours += await publish_all(app, 2)
+        await wait_until(lambda: app.last_seq == ours[-1], 5, "p0 delivered every broadcast")
+
+        ws = await lab.connect(f"{lab['p0'].url}/?last_seq=0", name="resuming")
+        assert [f.seq for f in await recv_all(ws, 4)] == ours, "replayed around the entry that is not ours"
+        live = await app.publish("live")
+        assert [f.seq for f in await recv_all(ws, 1)] == [live], "and then live: the session is not stuck"
+        ignored = [e.detail for e in lab.timeline.select(source="p0", kind="log")]
+        assert ignored == [f"ignored stream entry: not a backplane frame: b'{theirs} packed some other way'"]
+
+
 # -- Redis going away ---------------------------------------------------------------------------
 
 
