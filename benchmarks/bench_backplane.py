@@ -50,20 +50,22 @@ import wslab
 from wslab.clients.reconnect import ReconnectingClient
 from wslab.runtime.programs import ChildProcess
 from wslab.runtime.redis import REDIS, start_redis
-from wslab.servers.backplane import PUBLISH, BackplaneServer, start_backplane
+from wslab.servers.backplane import BackplaneServer, start_backplane
 from wslab.servers.base import start_app
 from wslab.servers.fixed import FixedServer
 from wslab.servers.process import start_server_process
+from wslab.servers.redisframes import PUBLISH
 from wslab.servers.wire import Numbered, decode, stamp
 from wslab.studies.herd import raise_fd_limit
 
 CLIENTS = 1_000
 RATE = 5.0  # broadcasts per second, in all, for the latency comparison: well below what 1 process can do
-RAMP = (2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+RAMP = (2.5, 5.0, 10.0, 20.0, 40.0, 80.0)  # broadcasts per second tried for the throughput, until one is not sustained
 # Both setups' servers ping every 2 s and give a pong 2 s: FixedServer's 0.5 s drops healthy clients
 # whenever a loaded 2-core machine stalls a process that long, and that would be measured instead.
 KEEPALIVE = {"ping_interval": 2.0, "ping_timeout": 2.0}
-ROUNDS = 5  # the same-load comparison is repeated, alternating, and compared on medians: the cores are shared  # broadcasts per second tried for the throughput, until one is not sustained
+# The same-load comparison is repeated, alternating, and compared on medians: the cores are shared.
+ROUNDS = 5
 DURATION = 4.0
 WARMUP = 1.0
 WORKERS = 4  # client processes
@@ -321,7 +323,8 @@ async def kill_run(recover: bool) -> dict:
         return {
             "lost": sum(len(ledger - set(s)) for s in seqs.values()),
             "duplicated": sum(len(s) - len(set(s)) for s in seqs.values()),
-            "unpublished": published.count(None), "moved": len(moved), "victims": len(victims), "back": max(back, default=float("nan")),
+            "unpublished": published.count(None),
+            "moved": len(moved), "victims": len(victims), "back": max(back, default=float("nan")),
             "dropped": sum(1 for line in procs[1].lines() if " abort " in line),
         }
 
@@ -335,8 +338,8 @@ async def kill() -> None:
         ok = run["lost"] == 0 and run["duplicated"] == 0 and run["unpublished"] == 0
         row(f"{label}: messages lost / duplicated (all clients)", f"{run['lost']} / {run['duplicated']}",
             "0 / 0" if recover else "", ok if recover else None)
-        row(f"{label}: clients moved to the survivor; last one back after", f"{run['moved']}; {run['back'] * 1e3:.0f} ms",
-            f"{run['victims']}", run["moved"] == run["victims"])
+        row(f"{label}: clients moved to the survivor; last one back after",
+            f"{run['moved']}; {run['back'] * 1e3:.0f} ms", f"{run['victims']}", run["moved"] == run["victims"])
         row(f"{label}: connections the survivor dropped (late pongs)", f"{run['dropped']}")
 
 
@@ -378,8 +381,10 @@ async def fanout_paths(rate: float, seconds: float = 2.0) -> None:
         script = client.register_script(PUBLISH)
         for mode in ("pubsub", "xread"):
             await client.delete("bench:seq", "bench:stream")
-            proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--reader", mode, redis.url, str(total),
-                                                        stdout=asyncio.subprocess.PIPE, limit=1 << 26)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--reader", mode, redis.url, str(total),
+                stdout=asyncio.subprocess.PIPE, limit=1 << 26,
+            )
             assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
             start = time.monotonic()
             for n in range(total):

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import textwrap
+from typing import TypedDict
 
 from ..runtime.lab import Lab
 from ..runtime.redis import start_redis
@@ -52,6 +53,12 @@ def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(run=cmd_serve)
 
 
+class _Overrides(TypedDict, total=False):
+    """What the command line may override of a variant's serve_options: only what was given."""
+
+    ping_interval: float | None  # None: keepalive off
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     return run_async("serve", _serve(args))
 
@@ -60,7 +67,7 @@ async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
     # Only what the user asked for overrides the variant's own serve_options (its keepalive).
-    overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
+    overrides: _Overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
     if args.backplane and args.server != "backplane":
         return fail("serve", f"--backplane is for --server backplane, not --server {args.server}")
     timeline = PrintingTimeline()

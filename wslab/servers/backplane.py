@@ -4,7 +4,7 @@ One :class:`~wslab.servers.fixed.FixedServer` keeps its sessions and history in
 its own memory: run two, and a broadcast reaches only the sessions of the
 process that sent it. :class:`BackplaneServer` is FixedServer (removal,
 keepalive and isolation unchanged: the fix composes with scale-out) whose
-broadcasts go through Redis:
+broadcasts go through Redis (what it keeps there: :mod:`~wslab.servers.redisframes`):
 
 * **Numbering.** ``publish()`` runs one Lua script: ``INCR`` gives the next
   number, shared by every process; ``XADD`` appends the frame to a stream
@@ -23,18 +23,8 @@ broadcasts go through Redis:
   (``catch-up``). If Redis restarted empty, the numbering restarted too: its
   clients get ``resync``, then the new numbers from 1.
 
-Why pub/sub for the live path, and not each process looping on ``XREAD BLOCK``
-on the stream? Not speed: measured (``benchmarks/bench_backplane.py``, part 3,
-one reader process, 100 to 2,000 frames/s on this lab's 2-core machine) the
-two are within noise of each other, p50 0.4-1.2 ms for both. Three reasons:
-PUBLISH keeps Redis's fan-out stateless (no cursor per process, no command per
-batch from each reader); it is what real adapters do (Socket.IO's Redis
-adapter); and its weakness is the lesson. Pub/sub is at-most-once: a frame
-published while a subscriber is disconnected is gone for it. An XREAD loop
-would resume from its cursor and hide that; here the process reads the gap
-from the stream after each reconnect (``catch_up``), and notebook 07 switches
-that off to show what pub/sub alone loses. Pub/sub to be pushed, the stream to
-be complete.
+Why pub/sub for the live path, and not a loop on ``XREAD BLOCK``: see
+:mod:`~wslab.servers.redisframes`.
 
 Limit: Redis here keeps nothing on disk. A client that was away while Redis
 restarted, and comes back after the new numbering has passed its ``last_seq``,
@@ -64,49 +54,11 @@ from ..runtime.timeline import EventKind, Timeline, describe_exception
 from ..runtime.timing import CLOSE_DEADLINE, close_within, wait_until
 from .base import start_app
 from .fixed import FixedServer
+from .redisframes import HELLO, PUBLISH, read_stream, unpack
 from .replay import last_seq_of
 from .wire import encode, encode_resync
 
 __all__ = ["BackplaneServer", "start_backplane"]
-
-# KEYS: counter, stream, channel. ARGV: maxlen, "t" (text) or "b" (binary), the frame's tail.
-# The tail is wire.encode()'s frame without its number ("SENT_AT data"): the number is only
-# known here, and putting it in front makes the frame "SEQ SENT_AT data", the lab's one format.
-# Redis carries bytes only, so one letter in front says whether the frame was text or binary.
-PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
-local packed = ARGV[2] .. seq .. ' ' .. ARGV[3]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'f', packed)
-redis.call('PUBLISH', KEYS[3], packed)
-return seq
-"""
-
-# KEYS: epoch, counter. ARGV: a new epoch id. Returns the epoch and the last number given out.
-# The first process to reach a Redis sets the epoch; a Redis that restarted empty has none,
-# so a new one tells every process that the numbering (and the stream) started again.
-HELLO = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
-"""
-
-
-def _unpack(packed: bytes) -> tuple[int, bytes | str]:
-    """``b"t42 81237.5 hello"`` -> ``(42, "42 81237.5 hello")``: the number, and the frame as it was sent.
-
-    Raises:
-        ValueError: ``packed`` is not what the PUBLISH script makes.
-    """
-    if packed[:1] not in (b"t", b"b"):
-        raise ValueError(f"not a backplane frame: {packed[:40]!r}")
-    frame = packed[1:]
-    seq = int(frame[: frame.index(b" ")])  # int() and index() raise ValueError too
-    return seq, frame.decode() if packed[:1] == b"t" else frame
-
-
-def _seq_of_entry(entry_id: bytes) -> int:
-    """Stream entries are numbered ``0-SEQ``: the entry id is the broadcast's number."""
-    return int(entry_id.split(b"-")[1])
-
 
 class BackplaneServer(FixedServer):
     """FixedServer whose broadcasts go through Redis, so that every process delivers them.
@@ -179,7 +131,7 @@ class BackplaneServer(FixedServer):
         self._suspect = False  # a publish failed: the link should reconnect even if its socket looks fine
         self._held: dict[int, list[tuple[int | None, bytes | str]]] = {}  # live frames for resuming sessions
         self._floors: dict[int, int] = {}  # sessions ahead of this process: skip frames up to this number
-        self._resumes: dict[int, asyncio.Task] = {}
+        self._resumes: dict[int, asyncio.Task[None]] = {}
 
     # -- the link to Redis ---------------------------------------------------------------
 
@@ -229,7 +181,7 @@ class BackplaneServer(FixedServer):
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
                     try:
-                        seq, frame = _unpack(message["data"])
+                        seq, frame = unpack(message["data"])
                     except ValueError:  # someone else's PUBLISH on our channel: not ours to deliver
                         self.timeline.record(self.name, EventKind.LOG, detail=f"ignored {message['data'][:40]!r}")
                         continue
@@ -238,7 +190,8 @@ class BackplaneServer(FixedServer):
                     raise RedisError("a publish failed")
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)
+                # redis-py 8 leaves PubSub.aclose() unannotated (Redis.aclose() is typed): it returns None.
+                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)  # type: ignore[no-untyped-call]
 
     async def _catch_up(self, client: redis.asyncio.Redis, epoch: bytes, top: int) -> None:
         """Just subscribed: deliver from the stream what was published since this process last delivered."""
@@ -255,19 +208,27 @@ class BackplaneServer(FixedServer):
         if top > self.last_seq and not self.catch_up:
             self.last_seq = top  # pub/sub alone: what was published while we were away is lost here
         elif top > self.last_seq:
-            entries = await client.xrange(self.stream, f"0-{self.last_seq + 1}", f"0-{top}")
-            first = _seq_of_entry(entries[0][0]) if entries else top + 1
+            frames = await self._read_stream(client, self.last_seq + 1, top)
+            first = frames[0][0] if frames else top + 1
             if first > self.last_seq + 1:  # the stream no longer holds all we missed
                 missed = (self.last_seq + 1, first - 1)
-                self.timeline.record(self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}", missed=missed)
+                self.timeline.record(
+                    self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}", missed=missed,
+                )
                 self._fan_out(None, encode_resync(missed, first))
                 self.resyncs += len(self.sessions)
                 self.last_seq = first - 1
-            for _, fields in entries:
-                self._deliver(*_unpack(fields[b"f"]))
-            self.caught_up += len(entries)
-            self.timeline.record(self.name, EventKind.CATCH_UP, detail=f"{len(entries)} frames from the stream",
-                                 frames=len(entries))
+            for seq, frame in frames:
+                self._deliver(seq, frame)
+            self.caught_up += len(frames)
+            self.timeline.record(self.name, EventKind.CATCH_UP, detail=f"{len(frames)} frames from the stream",
+                                 frames=len(frames))
+
+    async def _read_stream(self, client: redis.asyncio.Redis, first: int, last: int) -> list[tuple[int, bytes | str]]:
+        frames, ignored = await read_stream(client, self.stream, first, last)
+        for line in ignored:
+            self.timeline.record(self.name, EventKind.LOG, detail=line)
+        return frames
 
     def _came_up(self) -> None:
         self.connected, self._suspect = True, False
@@ -366,17 +327,19 @@ class BackplaneServer(FixedServer):
                              last_seq=last_seq)
         client = self._redis
         try:
-            if known is None or (last_seq != known and client is None):
+            if last_seq == known:
+                pass  # up to date: nothing to replay, no Redis needed
+            elif known is None or client is None:
                 raise RedisError("not connected to the backplane")
-            if last_seq < known:
-                entries = await client.xrange(self.stream, f"0-{last_seq + 1}", f"0-{known}")
-                first = _seq_of_entry(entries[0][0]) if entries else known + 1
+            elif last_seq < known:
+                frames = await self._read_stream(client, last_seq + 1, known)
+                first = frames[0][0] if frames else known + 1
                 if first > last_seq + 1:  # the stream was trimmed past the client's gap
                     self._resync(session_id, ws, (last_seq + 1, first - 1), first)
-                for _, fields in entries:
-                    self.enqueue(session_id, ws, _unpack(fields[b"f"])[1])
-                self.replayed += len(entries)
-            elif last_seq > known:
+                for _, frame in frames:
+                    self.enqueue(session_id, ws, frame)
+                self.replayed += len(frames)
+            else:  # last_seq > known
                 top = int(await client.get(self.counter) or 0)
                 if last_seq <= top:
                     self._floors[session_id] = last_seq  # another process was ahead: wait for ours to catch up

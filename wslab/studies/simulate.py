@@ -1,7 +1,7 @@
 """A thundering herd, simulated: N clients lose the server at once and reconnect.
 
 No sockets: a discrete-event simulation on a heap of "next attempt" times,
-with the delays computed by the same :class:`~wslab.backoff.Backoff` the real
+with the delays computed by the same :class:`~wslab.clients.backoff.Backoff` the real
 clients use, and the server's capacity modelled by the same
 :class:`AcceptLimit` the real herd server (:mod:`wslab.herd`) applies.
 
@@ -176,7 +176,7 @@ def simulate(
 
     Args:
         n: Clients.
-        policy: Keyword arguments for :class:`~wslab.backoff.Backoff`
+        policy: Keyword arguments for :class:`~wslab.clients.backoff.Backoff`
             (``min_delay``, ``max_delay``, ``factor``, ``jitter``).
         downtime: When the server listens again, in seconds after the outage began.
         accept_rate: The server's capacity, connections per second (see :class:`AcceptLimit`).
