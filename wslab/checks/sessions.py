@@ -277,8 +277,15 @@ async def start_victims(
         except LabError as exc:
             victims[mode] = str(exc)
             continue
-        await _wait_appearing(sessions, victims[mode].server_ws, watcher)
+        victim = victims[mode]
+        assert isinstance(victim, Victim)
+        await _wait_appearing(sessions, victim.server_ws, watcher)
     return victims
+
+
+def _is_closed(ws: ServerConnection) -> bool:
+    # A function, not an inline test: the state changes while we wait, which a type checker can't see.
+    return ws.state is State.CLOSED
 
 
 async def _connect_control(lab: Lab, watcher: HandlerWatcher, proxy: FaultProxy) -> Control | str:
@@ -327,13 +334,13 @@ async def watch_victim(
         now = lab.timeline.now()
         if not _holds(sessions, ws):
             seen.setdefault("removed", now)
-        if ws.state is State.CLOSED:
+        if _is_closed(ws):
             seen.setdefault("closed", now)
         return len(seen) == 2
 
     with contextlib.suppress(WaitTimeout):
         await wait_until(removed_and_closed, bound, "the session's removal and the connection's end")
-    if ws.state is State.CLOSED:  # let the handler's finally block run: what it raises counts too
+    if _is_closed(ws):  # let the handler's finally block run: what it raises counts too
         with contextlib.suppress(WaitTimeout):
             await wait_until(lambda: ws in watcher.ended, CLOSE_DEADLINE, "the handler's end")
     if "removed" in seen:

@@ -65,7 +65,7 @@ class HandlerWatcher:
         self.errors: dict[ServerConnection, list[str]] = {}
         self.started: list[ServerConnection] = []
         self.ended: set[ServerConnection] = set()
-        self._tasks: list[tuple[asyncio.Task, ServerConnection]] = []
+        self._tasks: list[tuple[asyncio.Future[Any], ServerConnection]] = []
 
     def _error(self, ws: ServerConnection, where: str, exc: BaseException) -> None:
         hint = next((words for kind, words in self.hints.items() if isinstance(exc, kind)), "")
@@ -90,7 +90,7 @@ class HandlerWatcher:
         loop = asyncio.get_running_loop()
         previous = loop.get_task_factory()
 
-        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
             task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
             ws = _CONNECTION.get()
             if ws is not None:
@@ -106,8 +106,9 @@ class HandlerWatcher:
     def collect_task_errors(self) -> None:
         """Record what the finished tasks raised (retrieved: asyncio won't log it later)."""
         for task, ws in self._tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                self._error(ws, short_name(task.get_coro(), task.get_name()), task.exception())
+            error = task.exception() if task.done() and not task.cancelled() else None
+            if error is not None and isinstance(task, asyncio.Task):
+                self._error(ws, short_name(task.get_coro(), task.get_name()), error)
         self._tasks = [(task, ws) for task, ws in self._tasks if not task.done()]
 
     async def stop_tasks(self) -> None:
