@@ -40,7 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ..runtime.errors import LabError, WaitTimeout
-from ..runtime.lab import check_url
+from ..runtime.lab import check_url, is_loopback
 from ..runtime.timeline import EventKind, Timeline, describe_exception, timeline_logger
 from ..runtime.timing import CLOSE_DEADLINE, close_within, scaled
 from ..servers.wire import Numbered, Resync, decode
@@ -128,6 +128,8 @@ class ReconnectingClient:
         self.recover = recover
         self.record_messages = record_messages
         self.clock = clock
+        if is_loopback(url):
+            connect_options.setdefault("proxy", None)  # never through http_proxy to 127.0.0.1: see Lab.connect
         self.connect_options = connect_options
 
         # Like a browser's event handlers: set them to functions of one argument.
