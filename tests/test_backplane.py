@@ -24,8 +24,9 @@ from wslab.runtime.lab import Lab
 from wslab.runtime.programs import free_port
 from wslab.runtime.redis import REDIS, start_redis
 from wslab.runtime.timing import scaled, wait_until
-from wslab.servers.backplane import BackplaneServer, _unpack, start_backplane
+from wslab.servers.backplane import BackplaneServer, start_backplane
 from wslab.servers.process import start_server_process
+from wslab.servers.redisbus import unpack
 from wslab.servers.wire import Numbered, Resync, decode
 
 needs_redis = pytest.mark.skipif(REDIS.skip_reason() is not None, reason=str(REDIS.skip_reason()))
@@ -137,7 +138,8 @@ async def test_start_redis_tries_another_port_when_its_port_was_taken(monkeypatc
         async with Lab() as lab:
             redis = await start_redis(lab)
             assert redis.port != busy and await redis.client().ping()
-            assert lab.timeline.select(source="redis-server", kind="exited")[0].detail == f"port {busy} was taken: trying another"
+            taken = lab.timeline.select(source="redis-server", kind="exited")[0]
+            assert taken.detail == f"port {busy} was taken: trying another"
             with pytest.raises(LabError, match=f"Failed listening on port {busy}"):
                 await start_redis(lab, name="pinned", port=busy)  # a port you chose is not replaced
 
@@ -146,8 +148,8 @@ async def test_start_redis_tries_another_port_when_its_port_was_taken(monkeypatc
 
 
 def test_unpack_gives_the_number_and_the_frame_as_sent():
-    assert _unpack(b"t42 81237.500000 hello") == (42, "42 81237.500000 hello")
-    assert _unpack(b"b7 1.000000 \x00\xff") == (7, b"7 1.000000 \x00\xff")
+    assert unpack(b"t42 81237.500000 hello") == (42, "42 81237.500000 hello")
+    assert unpack(b"b7 1.000000 \x00\xff") == (7, b"7 1.000000 \x00\xff")
 
 
 @needs_redis

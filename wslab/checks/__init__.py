@@ -8,9 +8,10 @@ from __future__ import annotations
 from .deaths import check_deaths
 from .onclose import check_onclose
 from .reconnect import check_reconnect_policy
+from .resume import check_resume
 from .sessions import HINTS, CheckResult, ModeCheck, ModeRun, check_handler, verdict
 
 __all__ = [
     "HINTS", "CheckResult", "ModeCheck", "ModeRun", "check_deaths", "check_handler", "check_onclose",
-    "check_reconnect_policy", "verdict",
+    "check_reconnect_policy", "check_resume", "verdict",
 ]
