@@ -26,7 +26,7 @@ from wslab.runtime.redis import REDIS, start_redis
 from wslab.runtime.timing import scaled, wait_until
 from wslab.servers.backplane import BackplaneServer, start_backplane
 from wslab.servers.process import start_server_process
-from wslab.servers.redisframes import unpack
+from wslab.servers.redisbus import unpack
 from wslab.servers.wire import Numbered, Resync, decode
 
 needs_redis = pytest.mark.skipif(REDIS.skip_reason() is not None, reason=str(REDIS.skip_reason()))
@@ -138,8 +138,8 @@ async def test_start_redis_tries_another_port_when_its_port_was_taken(monkeypatc
         async with Lab() as lab:
             redis = await start_redis(lab)
             assert redis.port != busy and await redis.client().ping()
-            exited = lab.timeline.select(source="redis-server", kind="exited")
-            assert exited[0].detail == f"port {busy} was taken: trying another"
+            taken = lab.timeline.select(source="redis-server", kind="exited")[0]
+            assert taken.detail == f"port {busy} was taken: trying another"
             with pytest.raises(LabError, match=f"Failed listening on port {busy}"):
                 await start_redis(lab, name="pinned", port=busy)  # a port you chose is not replaced
 

@@ -71,7 +71,7 @@ def test_a_program_only_a_later_notebook_needs_is_optional_and_passes():
     result = run_check(WSLAB_NGINX="/nonexistent/nginx")
     assert result.returncode == 0, result.stdout + result.stderr
     line = line_about(result, "nginx")
-    assert line.startswith("optional  nginx: optional for notebook 06, which skips without it")
+    assert line.startswith("optional  nginx: optional for notebooks 06, 07, which skip without it")
     assert "sudo apt install nginx-light" in line and "brew install nginx" in line
 
 

@@ -294,7 +294,7 @@ class ReconnectingClient:
         if isinstance(frame, Resync):  # the server's history lost our gap: reload state some other way
             self.sequence.resync(frame.missed, frame.next_seq)
             self._record(EventKind.RESYNC, detail=f"server history lost {frame.missed}: reload state",
-                         missed=frame.missed)
+                         missed=frame.missed, next_seq=frame.next_seq)
             return
         seq = frame.seq if isinstance(frame, Numbered) else None
         data = frame.data

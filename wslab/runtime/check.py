@@ -8,7 +8,7 @@ one with ``await wslab.runtime.check.run_checks()``::
     ...
     ok        loopback round trip: a WebSocket message to 127.0.0.1 and back in 2.4 ms
     ok        chromium (notebook 03): chromium found at /usr/bin/chromium
-    optional  nginx: optional for notebook 06, which skips without it; nginx is not installed: sudo apt ...
+    optional  nginx: optional for notebooks 06, 07, which skip without it; nginx is not installed: sudo apt ...
 
 What the core notebooks (00 to :data:`~wslab.runtime.programs.LAST_CORE_NOTEBOOK`)
 need is ``MISSING`` when it is missing, and fails the check. What only a later
@@ -215,7 +215,8 @@ def check_program(program: Program) -> Item:
         detail += f"; to install it: {install}"
     if program.core:
         return Item(Status.MISSING, f"{program.name} (notebook {notebooks})", detail)
-    return Item(Status.OPTIONAL, program.name, f"optional for notebook {notebooks}, which skips without it; {detail}")
+    which = f"notebooks {notebooks}, which skip" if len(program.needed_by) > 1 else f"notebook {notebooks}, which skips"
+    return Item(Status.OPTIONAL, program.name, f"optional for {which} without it; {detail}")
 
 
 async def run_checks() -> CheckReport:

@@ -185,7 +185,7 @@ CHROMIUM = _entry(Program(
 
 NGINX = _entry(Program(
     "nginx",
-    needed_by=("06-idle-timeouts-and-deploys",),
+    needed_by=("06-idle-timeouts-and-deploys", "07-several-servers"),
     executables=("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/opt/homebrew/bin/nginx",
                  "/usr/local/bin/nginx"),
     install={"Debian/Ubuntu": "sudo apt install nginx-light", "macOS": "brew install nginx"},

@@ -23,10 +23,9 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .childprocess import ChildProcess, free_port
 from .errors import LabError
 from .lab import Lab, Restart
-from .programs import REDIS
+from .programs import REDIS, ChildProcess, free_port
 from .timeline import EventKind
 from .timing import CLOSE_DEADLINE
 
@@ -73,7 +72,7 @@ class RedisServer:
         name: The lab's name for it.
         host: Always 127.0.0.1.
         port: Its port, kept across :meth:`restart`.
-        process: The running :class:`~wslab.runtime.childprocess.ChildProcess`.
+        process: The running :class:`~wslab.runtime.programs.ChildProcess`.
     """
 
     close_rank = 3  # with the servers, before the programs: its clients go first, then its process
@@ -191,9 +190,8 @@ async def start_redis(lab: Lab, *, name: str = "redis", port: int | None = None)
             # in use", then, as its last line, "Failed listening on port P (TCP), aborting."
             taken = "Failed listening on port" in str(exc)
             if port is None and taken and attempt < PORT_ATTEMPTS:
-                lab.timeline.record(
-                    f"{name}-server", EventKind.EXITED, detail=f"port {chosen} was taken: trying another",
-                )
+                lab.timeline.record(f"{name}-server", EventKind.EXITED,
+                                    detail=f"port {chosen} was taken: trying another")
                 continue
             raise
         return await lab.track(name, RedisServer(lab, name, process, chosen))

@@ -1,6 +1,6 @@
 """Servers: the seed's naive server, the fixed ones, the replaying one and the Redis backplane.
 
-All are :class:`ServerApp`\\ s.
+Every one is a :class:`ServerApp`.
 
 :data:`SERVERS` lists every variant by name, in the order of notebook 02's
 ablation; ``wslab serve --server NAME`` offers the same list.

@@ -4,7 +4,7 @@ One :class:`~wslab.servers.fixed.FixedServer` keeps its sessions and history in
 its own memory: run two, and a broadcast reaches only the sessions of the
 process that sent it. :class:`BackplaneServer` is FixedServer (removal,
 keepalive and isolation unchanged: the fix composes with scale-out) whose
-broadcasts go through Redis (what it keeps there: :mod:`~wslab.servers.redisframes`):
+broadcasts go through Redis:
 
 * **Numbering.** ``publish()`` runs one Lua script: ``INCR`` gives the next
   number, shared by every process; ``XADD`` appends the frame to a stream
@@ -16,6 +16,8 @@ broadcasts go through Redis (what it keeps there: :mod:`~wslab.servers.redisfram
   ``?last_seq=N`` gets N+1, N+2, ... from the stream (``XRANGE``), then live
   frames, or ``resync`` if the stream no longer holds its gap: ReplayServer's
   protocol, so :class:`~wslab.clients.reconnect.ReconnectingClient` works unchanged.
+  Which of these a client gets is decided by a pure function of three numbers,
+  :func:`~wslab.servers.resume.plan_resume` (``resume=`` swaps in another).
 * **Redis going away.** The process keeps its sessions, records
   ``backplane-down`` and reconnects with capped exponential backoff. Broadcasts
   meanwhile cannot be numbered: they are counted as ``lost``. Back on Redis, it
@@ -23,14 +25,8 @@ broadcasts go through Redis (what it keeps there: :mod:`~wslab.servers.redisfram
   (``catch-up``). If Redis restarted empty, the numbering restarted too: its
   clients get ``resync``, then the new numbers from 1.
 
-Why pub/sub for the live path, and not a loop on ``XREAD BLOCK``: see
-:mod:`~wslab.servers.redisframes`.
-
-Limit: Redis here keeps nothing on disk. A client that was away while Redis
-restarted, and comes back after the new numbering has passed its ``last_seq``,
-is replayed frames of the new numbering as if they were its gap: nothing in
-``?last_seq=N`` says which numbering N belongs to. Redis with persistence
-(``appendonly yes``), or an epoch in the protocol, closes that hole.
+Why pub/sub for the live path, and not each process reading the stream: see
+:mod:`wslab.servers.redisbus`, which holds the Lua scripts and the frame format.
 """
 
 from __future__ import annotations
@@ -54,11 +50,13 @@ from ..runtime.timeline import EventKind, Timeline, describe_exception
 from ..runtime.timing import CLOSE_DEADLINE, close_within, wait_until
 from .base import start_app
 from .fixed import FixedServer
-from .redisframes import HELLO, PUBLISH, read_stream, unpack
+from .redisbus import HELLO, PUBLISH, WINDOW, read_range, unpack
 from .replay import last_seq_of
-from .wire import encode, encode_resync
+from .resume import ResumeFunction, plan_resume, resume_steps
+from .wire import Resync, encode, encode_resync
 
-__all__ = ["BackplaneServer", "start_backplane"]
+__all__ = ["PUBLISH", "BackplaneServer", "start_backplane"]
+
 
 class BackplaneServer(FixedServer):
     """FixedServer whose broadcasts go through Redis, so that every process delivers them.
@@ -77,6 +75,8 @@ class BackplaneServer(FixedServer):
         seed: Seed for the reconnection jitter.
         catch_up: Back on Redis after an outage, read what was missed from the stream.
             False shows pub/sub alone: at-most-once, whatever was published meanwhile is lost here.
+        resume: Decides where a connecting client's broadcasts start, from its ``last_seq`` and
+            the numbers the stream holds: :func:`~wslab.servers.resume.plan_resume`, or your own.
         options: FixedServer's (keepalive, ping_interval, ping_timeout, max_buffer,
             send_deadline, tcp_user_timeout). Isolation is always on: a replay goes
             into the client's outbox first, then the live frames after it.
@@ -105,6 +105,7 @@ class BackplaneServer(FixedServer):
         max_delay: float = 2.0,
         seed: int | None = None,
         catch_up: bool = True,
+        resume: ResumeFunction = plan_resume,
         **options: Any,
     ) -> None:
         if options.pop("isolation", True) is not True:
@@ -120,6 +121,7 @@ class BackplaneServer(FixedServer):
         self.max_delay = max_delay
         self._rng = random.Random(seed)
         self.catch_up = catch_up
+        self.resume = resume
 
         self.connected = False
         self.last_seq: int | None = None
@@ -128,9 +130,10 @@ class BackplaneServer(FixedServer):
         self.outages: list[tuple[float, float | None]] = []
         self._redis: redis.asyncio.Redis | None = None
         self._publish: Any = None  # the PUBLISH script, bound to the current connection
+        self._read_window: Any = None  # the WINDOW script, likewise
         self._suspect = False  # a publish failed: the link should reconnect even if its socket looks fine
         self._held: dict[int, list[tuple[int | None, bytes | str]]] = {}  # live frames for resuming sessions
-        self._floors: dict[int, int] = {}  # sessions ahead of this process: skip frames up to this number
+        self._floors: dict[int, int] = {}  # resumed sessions: skip live frames up to this number (sent already)
         self._resumes: dict[int, asyncio.Task[None]] = {}
 
     # -- the link to Redis ---------------------------------------------------------------
@@ -154,7 +157,7 @@ class BackplaneServer(FixedServer):
                         failures = 0  # it was up: start the backoff again from the beginning
                     self._went_down(exc)
                 finally:
-                    self._redis = self._publish = None
+                    self._redis = self._publish = self._read_window = None
                     with contextlib.suppress(Exception):  # the connection is dead already
                         await asyncio.wait_for(client.aclose(), CLOSE_DEADLINE)
                 # Capped exponential backoff with equal jitter (see wslab.clients.backoff for the others).
@@ -171,6 +174,7 @@ class BackplaneServer(FixedServer):
             epoch, top = await client.register_script(HELLO)(
                 keys=[self.epoch_key, self.counter], args=[uuid.uuid4().hex])
             self._redis, self._publish = client, client.register_script(PUBLISH)
+            self._read_window = client.register_script(WINDOW)
             await self._catch_up(client, epoch, int(top))
             self._came_up()
             while True:
@@ -190,8 +194,7 @@ class BackplaneServer(FixedServer):
                     raise RedisError("a publish failed")
         finally:
             with contextlib.suppress(Exception):
-                # redis-py 8 leaves PubSub.aclose() unannotated (Redis.aclose() is typed): it returns None.
-                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)  # type: ignore[no-untyped-call]  # redis-py
 
     async def _catch_up(self, client: redis.asyncio.Redis, epoch: bytes, top: int) -> None:
         """Just subscribed: deliver from the stream what was published since this process last delivered."""
@@ -208,13 +211,12 @@ class BackplaneServer(FixedServer):
         if top > self.last_seq and not self.catch_up:
             self.last_seq = top  # pub/sub alone: what was published while we were away is lost here
         elif top > self.last_seq:
-            frames = await self._read_stream(client, self.last_seq + 1, top)
+            frames = await self._read_range(client, self.last_seq + 1, top)
             first = frames[0][0] if frames else top + 1
             if first > self.last_seq + 1:  # the stream no longer holds all we missed
                 missed = (self.last_seq + 1, first - 1)
-                self.timeline.record(
-                    self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}", missed=missed,
-                )
+                self.timeline.record(self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}",
+                                     missed=missed)
                 self._fan_out(None, encode_resync(missed, first))
                 self.resyncs += len(self.sessions)
                 self.last_seq = first - 1
@@ -223,12 +225,6 @@ class BackplaneServer(FixedServer):
             self.caught_up += len(frames)
             self.timeline.record(self.name, EventKind.CATCH_UP, detail=f"{len(frames)} frames from the stream",
                                  frames=len(frames))
-
-    async def _read_stream(self, client: redis.asyncio.Redis, first: int, last: int) -> list[tuple[int, bytes | str]]:
-        frames, ignored = await read_stream(client, self.stream, first, last)
-        for line in ignored:
-            self.timeline.record(self.name, EventKind.LOG, detail=line)
-        return frames
 
     def _came_up(self) -> None:
         self.connected, self._suspect = True, False
@@ -312,51 +308,79 @@ class BackplaneServer(FixedServer):
     # -- sessions that come back with last_seq --------------------------------------------
 
     def register(self, ws: ServerConnection) -> int:
-        """FixedServer's handler calls this first. From this moment every frame reaches the session live,
-        so a client that came back with ``?last_seq=N`` is missing N+1 up to what this process delivered."""
+        """FixedServer's handler calls this first. From this moment every frame reaches the session; they
+        are held for it until :meth:`resume_session` has sent what comes before them."""
         session_id = super().register(ws)
         last_seq = last_seq_of(ws.request.path if ws.request else "")
-        if last_seq is not None:
-            self._held[session_id] = []
-            self._resumes[session_id] = asyncio.create_task(self._resume(session_id, ws, last_seq, self.last_seq))
+        self._held[session_id] = []
+        self._resumes[session_id] = asyncio.create_task(self.resume_session(session_id, ws, last_seq))
         return session_id
 
-    async def _resume(self, session_id: int, ws: ServerConnection, last_seq: int, known: int | None) -> None:
-        """Send the client ``last_seq``+1 .. ``known`` from the stream, then what arrived live meanwhile."""
-        self.timeline.record(self.name, EventKind.RESUME, detail=f"last_seq={last_seq}, this process at {known}",
-                             last_seq=last_seq)
-        client = self._redis
+    async def resume_session(self, session_id: int, ws: ServerConnection, last_seq: int | None) -> None:
+        """Ask :attr:`resume` where the client's broadcasts start; send the resync and the replay it says, then
+        the live broadcasts held meanwhile. Redis numbers and keeps them all, so this works on any process."""
         try:
-            if last_seq == known:
-                pass  # up to date: nothing to replay, no Redis needed
-            elif known is None or client is None:
+            if self._read_window is None or not self.connected:
                 raise RedisError("not connected to the backplane")
-            elif last_seq < known:
-                frames = await self._read_stream(client, last_seq + 1, known)
-                first = frames[0][0] if frames else known + 1
-                if first > last_seq + 1:  # the stream was trimmed past the client's gap
-                    self._resync(session_id, ws, (last_seq + 1, first - 1), first)
-                for _, frame in frames:
-                    self.enqueue(session_id, ws, frame)
-                self.replayed += len(frames)
-            else:  # last_seq > known
-                top = int(await client.get(self.counter) or 0)
-                if last_seq <= top:
-                    self._floors[session_id] = last_seq  # another process was ahead: wait for ours to catch up
-                else:
-                    self._resync(session_id, ws, None, known + 1)  # from the future: the numbering restarted
+            oldest, newest = map(int, await self._read_window(keys=[self.counter, self.stream]))
         except (RedisError, OSError) as exc:
-            # No replay without Redis. Closing with 1013 "try again later" keeps the client's last_seq
-            # intact: it comes back when the backplane is, and loses nothing.
-            self.timeline.record(self.name, EventKind.ABORT, conn=f"s{session_id}",
-                                 detail=f"cannot replay: {describe_exception(exc)}")
-            self._held.pop(session_id, None)
-            await close_within(ws, CLOSE_DEADLINE, 1013, "backplane unavailable, try again later")
-            return
+            if last_seq is None:  # a new client needs no window: live broadcasts, as plan_resume would say
+                return self._release(session_id, ws, None)
+            # Closing with 1013 "try again later" keeps the client's last_seq intact: it comes back when
+            # the backplane is, and loses nothing.
+            return await self._refuse(session_id, ws, f"cannot replay: {describe_exception(exc)}", 1013,
+                                      "backplane unavailable, try again later")
+        if last_seq is not None:
+            self.timeline.record(self.name, EventKind.RESUME, conn=f"s{session_id}", last_seq=last_seq,
+                                 detail=f"last_seq={last_seq}, the stream holds {oldest}-{newest}")
+        try:
+            steps = resume_steps(self.resume(last_seq, oldest, newest), oldest, newest)
+        except Exception as exc:  # a resume function of your own may fail: one line on the timeline, and 1011
+            detail = f"resume({last_seq}, {oldest}, {newest}) raised {describe_exception(exc)}"
+            return await self._refuse(session_id, ws, detail, 1011, "resume failed")
+        try:
+            if steps.resync is not None:
+                self._resync(session_id, ws, steps.resync)
+            if steps.replay is not None:
+                await self._replay(session_id, ws, *steps.replay, oldest)
+        except (RedisError, OSError) as exc:
+            return await self._refuse(session_id, ws, f"cannot replay: {describe_exception(exc)}", 1013,
+                                      "backplane unavailable, try again later")
+        self._release(session_id, ws, steps.live_after)
+
+    async def _replay(self, session_id: int, ws: ServerConnection, first: int, last: int, oldest: int) -> None:
+        client = self._redis
+        if client is None:
+            raise RedisError("not connected to the backplane")
+        frames = await self._read_range(client, first, last)
+        start = frames[0][0] if frames else last + 1
+        if start > max(first, oldest):  # trimmed since the window was read: say so, never leave a silent hole
+            self._resync(session_id, ws, Resync((max(first, oldest), start - 1), start))
+        for _, frame in frames:
+            self.enqueue(session_id, ws, frame)
+        self.replayed += len(frames)
+
+    async def _read_range(self, client: redis.asyncio.Redis, first: int, last: int) -> list[tuple[int, bytes | str]]:
+        """The stream's frames ``first`` to ``last``; an entry that is not ours is skipped, and logged."""
+        frames, skipped = await read_range(client, self.stream, first, last)
+        for line in skipped:
+            self.timeline.record(self.name, EventKind.LOG, detail=line)
+        return frames
+
+    def _release(self, session_id: int, ws: ServerConnection, live_after: int | None) -> None:
+        """From now on, live broadcasts numbered above ``live_after`` go straight to the client."""
+        if live_after is not None:
+            self._floors[session_id] = live_after
         for seq, message in self._held.pop(session_id, []):
             self._put_live(session_id, ws, seq, message)
 
-    def _resync(self, session_id: int, ws: ServerConnection, missed: tuple[int, int] | None, next_seq: int) -> None:
+    async def _refuse(self, session_id: int, ws: ServerConnection, detail: str, code: int, reason: str) -> None:
+        self.timeline.record(self.name, EventKind.ABORT, conn=f"s{session_id}", detail=detail)
+        self._held.pop(session_id, None)
+        await close_within(ws, CLOSE_DEADLINE, code, reason)
+
+    def _resync(self, session_id: int, ws: ServerConnection, resync: Resync) -> None:
+        missed, next_seq = resync.missed, resync.next_seq
         why = f"missed {missed[0]}-{missed[1]}" if missed else f"last_seq from the future, going on from {next_seq}"
         self.timeline.record(self.name, EventKind.RESYNC, conn=f"s{session_id}", detail=why, missed=missed)
         self.resyncs += 1
@@ -370,6 +394,11 @@ class BackplaneServer(FixedServer):
         self._held.pop(session_id, None)
         self._floors.pop(session_id, None)
         super().remove(session_id, reason)
+
+    @property
+    def resuming(self) -> int:
+        """Sessions whose start is being decided or read from the stream: their live broadcasts wait."""
+        return len(self._held)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
