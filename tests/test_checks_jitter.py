@@ -129,6 +129,8 @@ def test_the_herd_verdict():
     error = judge_herd(HerdRun(error="full_jitter(3, ...) raised ZeroDivisionError: division by zero"))
     assert not error.passed and error.message == "in the herd, full_jitter(3, ...) raised ZeroDivisionError: " \
                                                  "division by zero"
+    no_herd = judge_herd(HerdRun(peak=20, baseline=90, back=HERD_CLIENTS))
+    assert not no_herd.passed and no_herd.message.startswith("not measured: the check's own no-jitter herd")
     setup = judge_herd(HerdRun(setup_error="LabError: a herd this size needs 656 open files"))
     assert not setup.passed and "the herd did not run" in setup.message
 

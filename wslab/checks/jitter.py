@@ -32,7 +32,9 @@ The herd uses its own schedule, :data:`HERD_BASE` 1.5 s and :data:`HERD_CAP` 3 s
 the server is back before a no-jitter client's first retry is due, so the
 no-jitter herd knocks all at once, however busy the machine is. The server
 admits everyone: the check measures how the herd knocks, not what the server
-can take. Attempts count when they were due (see :mod:`wslab.studies.herd`).
+can take. Attempts count when they were due (see :mod:`wslab.studies.herd`). If
+the no-jitter herd did not knock together after all (a machine far too busy),
+the herd case says so instead of judging.
 
 The function raising, returning something that is not a delay, or taking
 long enough to block the event loop is reported in one line, and the herd
@@ -348,6 +350,11 @@ def judge_herd(run: HerdRun, ratio: float = MAX_PEAK_RATIO) -> Case:
     if run.error is not None:
         return Case("herd", False, f"in the herd, {run.error}")
     measured = {"peak": run.peak, "baseline": run.baseline, "back": run.back, "attempts": run.attempts}
+    if run.baseline < run.n / 2:  # the server is back before the first retry: no jitter's must knock at once
+        return Case("herd", False, (
+            f"not measured: the check's own no-jitter herd had only {run.baseline} of {run.n} attempts due in its "
+            "busiest 100 ms, so there was no herd to compare with (a machine far too busy?): run the check again"),
+            measured)
     allowed = ratio * run.baseline
     what = (f"busiest 100 ms once the server was back: {run.peak} attempts due with your delays, "
             f"{run.baseline} with no jitter")
