@@ -26,8 +26,8 @@ a while and admits a limited number of connections per second.
 attempt 1, so its exponential delays are ``min(cap, 5 ms * 2**n)`` for ``n = 1,
 2, ...``: ``min_delay`` is 10 ms here. Its decorrelated jitter,
 ``min(cap, uniform(base, 3 * previous))``, is :class:`Backoff`'s with factor 1.5,
-except at the cap, where the study clips the draw (a third of the delays become
-the cap) and :class:`Backoff` clips the upper bound. "No backoff" retries at
+except at the cap, where the study clips the draw (two thirds of the delays
+become the cap) and :class:`Backoff` clips the upper bound. "No backoff" retries at
 once, after only the network's delay.
 
 Seeded and pure: same arguments, same numbers; no sockets, no clock.
