@@ -24,7 +24,6 @@ NOT_YET_CLEAN = {
     "01-reproduce-the-broken-pipe.ipynb": "I001, F401, E501, B905, E741",
     "02-fix-remove-dead-sessions.ipynb": "I001, B905, E501, B007",
     "04-reconnect.ipynb": "I001, E731, E702, B905, E501",
-    "05-reconnect-timings.ipynb": "I001, E501",
     "02-fixed-handler.py": "B007",
 }
 
