@@ -22,7 +22,6 @@ NOTEBOOK_FILES = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("notebooks/
 NOT_YET_CLEAN = {
     "01-reproduce-the-broken-pipe.ipynb": "I001, F401, E501, B905, E741",
     "02-fix-remove-dead-sessions.ipynb": "I001, B905, E501, B007",
-    "05-reconnect-timings.ipynb": "I001, E501",
     "02-sessions.py": "B007",
 }
 

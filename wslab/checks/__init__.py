@@ -7,9 +7,12 @@ returns a :class:`~wslab.checks.report.Report`.
 from __future__ import annotations
 
 from .deaths import check_deaths
+from .jitter import check_full_jitter
 from .onclose import check_onclose
 from .reconnect import check_reconnect_policy
 from .resume import check_resume
 from .sessions import check_handler
 
-__all__ = ["check_deaths", "check_handler", "check_onclose", "check_reconnect_policy", "check_resume"]
+__all__ = [
+    "check_deaths", "check_full_jitter", "check_handler", "check_onclose", "check_reconnect_policy", "check_resume",
+]
