@@ -32,8 +32,8 @@ async def handler(ws):
     sessions[id(ws)] = ws
     pinger = asyncio.create_task(ping_or_abort(ws))
     try:
-        async for message in ws:
-            pass
+        async for _ in ws:
+            pass  # this lab's clients only listen
     finally:  # a clean close, a FIN, an RST, or the abort above: the session goes, once
         pinger.cancel()
         sessions.pop(id(ws), None)
