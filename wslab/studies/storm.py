@@ -57,22 +57,24 @@ __all__ = ["CpuSampler", "StormResult", "StormServer", "cpu_per_bin", "run_storm
 
 async def storm_member(member: Member, ws: ClientConnection, log: HerdLog) -> ClientConnection:
     """One client of the storm: wait for the loss, then retry as the policy says until connected again."""
+    assert isinstance(member.backoff, Backoff), "the policy spreads a Retry-After with the backoff's generator"
     policy = ReconnectPolicy(member.backoff, min_uptime=0.0)
     await ws.wait_closed()
     log.lost(member.index)
     # The server restarted (1012): a planned goodbye after a long connection; the backoff starts over.
     decision = policy.decide(CloseEvent(1012, "service restart", True), uptime=math.inf)
     while not isinstance(decision, GiveUp):
+        due = log.clock() + decision.delay
         await asyncio.sleep(decision.delay)
         started = log.clock()
         try:
             ws = await connect(member.url, open_timeout=member.open_timeout, ping_interval=None, proxy=None,
                                compression=None)
         except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
-            log.attempt(member.index, started, connected=False)
+            log.attempt(member.index, due, started, connected=False)
             decision = policy.decide(exc)  # 503 with Retry-After: at least that long, plus the backoff
             continue
-        log.attempt(member.index, started, connected=True)
+        log.attempt(member.index, due, started, connected=True)
         return ws
     raise RuntimeError(f"client {member.index} gave up: {decision.reason}")
 
@@ -176,7 +178,7 @@ class StormResult:
 
     def peak_accepts(self, bin: float = 0.1) -> int:
         """The most handshakes the server admitted in any ``bin`` seconds."""
-        return round(self.herd.peak_accept_rate(bin) * bin)
+        return self.herd.peak_accepts(bin)
 
     def server_handshake_latency(self, q: float = 99.0) -> float:
         """The ``q``-th percentile of an admitted handshake, from the server's TCP accept to open, in seconds."""
@@ -287,8 +289,8 @@ async def run_storm(
                     reports.append(json.loads(await proc.stdout.readline()))
         for report in reports:  # from time.monotonic() to timeline seconds
             log.lost_at.update({int(client): at - timeline.start for client, at in report["lost_at"].items()})
-            log.attempts += [Attempt(client, started - timeline.start, ended - timeline.start, connected)
-                             for client, started, ended, connected in report["attempts"]]
+            log.attempts += [Attempt(client, due - timeline.start, started - timeline.start, ended - timeline.start,
+                                     connected) for client, due, started, ended, connected in report["attempts"]]
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write(b"close\n")
