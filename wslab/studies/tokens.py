@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import os
 import statistics
@@ -144,9 +145,14 @@ async def measure_tokens(
     lab.spawn(app.broadcast_forever(interval), name="tokens-broadcasts")
     clients: dict[str, ReconnectingClient] = {}
     seen: dict[str, set[int]] = {}
+    # The summaries read each client's events by its name: a second run in the same lab (a cell run
+    # twice) takes new names, or it would count the first run's 401s and expiries as its own.
+    taken = {e.source for e in lab.timeline.events}
+    run = next(n for n in itertools.count(1) if f"tokens-{n}.1" not in taken)
+    names = [f"tokens-{run}.{i + 1}" for i in range(len(STRATEGIES))]
     try:
         for i, strategy in enumerate(STRATEGIES):
-            name = f"tokens-{i + 1}"
+            name = names[i]
             options = dict(name=name, timeline=lab.timeline, min_delay=min_delay, jitter="full", seed=seed + i,
                            record_messages=False, ping_interval=None)
             client = clients[strategy] = _client(strategy, server.url, signer, lab, options)
@@ -172,5 +178,5 @@ async def measure_tokens(
     finally:
         for client in clients.values():
             await client.close()
-        for name in [f"tokens-{i + 1}" for i in range(len(STRATEGIES))] + ["tokens-broadcasts", "tokens-server"]:
+        for name in names + ["tokens-broadcasts", "tokens-server"]:
             await lab.close(name)
