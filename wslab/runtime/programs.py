@@ -180,8 +180,9 @@ CHROMIUM = _entry(Program(
         "chromium",
         "chromium-browser",
     ),
-    install={"Debian/Ubuntu": "sudo apt install chromium",
-             "macOS or elsewhere": "python -m playwright install chromium"},
+    # Ubuntu's apt "chromium" only installs a snap, which fails in containers and under some sandboxes.
+    install={"Debian": "sudo apt install chromium",
+             "Ubuntu, macOS or elsewhere": "python -m playwright install chromium"},
     env_var="WSLAB_CHROMIUM",
     more_places=_playwright_downloads,
     python_module=("playwright.async_api", "pip install -e '.[lab]' (or pip install playwright)"),
