@@ -33,7 +33,8 @@ from ..runtime.javalog import Frame, Trace, parse_trace
 __all__ = ["SEED_LOG", "SEED_READ", "SEED_CLOSE", "SEED_CLOSE_HEADER", "Mark", "FrameRow", "Alignment", "align"]
 
 # The log in the seed's post ("Failed to close the ServletOutputStream connection cleanly, Broken pipe"),
-# verbatim: Tomcat on JDK 8, in 2018, with a connector named https-jsse-nio-443.
+# verbatim: Tomcat on JDK 8, in 2018, with a connector named https-jsse-nio-443. (Its one long line
+# is split with backslashes, which the string leaves out: it is still one line.)
 SEED_LOG = """\
 java.io.IOException: Connection timed out
   at sun.nio.ch.FileDispatcherImpl.read0(Native Method)
@@ -58,7 +59,9 @@ java.io.IOException: Connection timed out
   at java.util.concurrent.ThreadPoolExecutor$Worker.run(ThreadPoolExecutor.java:624)
   at org.apache.tomcat.util.threads.TaskThread$WrappingRunnable.run(TaskThread.java:61)
   at java.lang.Thread.run(Thread.java:748)
-05-Nov-2018 09:17:07.881 INFO [https-jsse-nio-443-exec-6] org.apache.tomcat.websocket.server.WsRemoteEndpointImplServer.doClose Failed to close the ServletOutputStream connection cleanly
+05-Nov-2018 09:17:07.881 INFO [https-jsse-nio-443-exec-6] \
+org.apache.tomcat.websocket.server.WsRemoteEndpointImplServer.doClose \
+Failed to close the ServletOutputStream connection cleanly
  java.io.IOException: Broken pipe
   at sun.nio.ch.FileDispatcherImpl.write0(Native Method)
   at sun.nio.ch.SocketDispatcher.write(SocketDispatcher.java:47)
@@ -121,7 +124,8 @@ class FrameRow:
         """The two frames, short; in full when only their packages differ (e.g. ThreadPoolExecutor)."""
         full = self.seed is not None and self.run is not None and self.seed.short_class == self.run.short_class \
             and self.seed.class_name != self.run.class_name
-        return {"the seed (2018, JDK 8)": _label(self.seed, full), "": self.mark.value, "this run": _label(self.run, full)}
+        return {"the seed (2018, JDK 8)": _label(self.seed, full), "": self.mark.value,
+                "this run": _label(self.run, full)}
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,7 @@ def align(seed: Trace, run: Trace, *, package: str = TOMCAT_PACKAGE) -> Alignmen
     matcher = SequenceMatcher(None, [f.where for f in seed.frames], [f.where for f in run.frames], autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            rows += [FrameRow(Mark.SAME, a, b) for a, b in zip(seed.frames[i1:i2], run.frames[j1:j2])]
+            rows += [FrameRow(Mark.SAME, a, b) for a, b in zip(seed.frames[i1:i2], run.frames[j1:j2], strict=True)]
         else:
             rows += _pair_by_method(seed.frames[i1:i2], run.frames[j1:j2])
     ours = [f for f in seed.frames if f.where.startswith(package)]

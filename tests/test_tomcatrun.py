@@ -1,0 +1,138 @@
+"""Notebook 09's experiments on a real Tomcat, and the analyses of its log.
+
+The analyses are pure: the first tests feed them small logs written here in Tomcat's
+OneLineFormatter. The others run Tomcat for real (the deaths through the fault proxy, the idle
+timeouts, and the clients run_vanish adds for the exercise's check), and skip with one line
+where Tomcat or namespaces are missing, as notebook 09 does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from wslab import Lab
+from wslab.faults.netns import run_vanish, vanish_skip_reason
+from wslab.runtime.javalog import TomcatLog
+from wslab.runtime.timing import scaled
+from wslab.runtime.tomcat import compile_endpoints, launch_tomcat, tomcat_skip_reason
+from wslab.servers.java import BROKEN, ENDPOINTS, map_changes
+from wslab.studies.tomcatrun import (
+    after_fault,
+    endpoint_records,
+    failures_per_session,
+    idle_run,
+    log_rate,
+    map_over_time,
+    tomcat_deaths,
+)
+
+TOMCAT_SKIP = tomcat_skip_reason()
+NETNS_SKIP = vanish_skip_reason()
+needs_tomcat = pytest.mark.skipif(TOMCAT_SKIP is not None, reason=TOMCAT_SKIP or "")
+needs_netns = pytest.mark.skipif(NETNS_SKIP is not None, reason=NETNS_SKIP or "")
+
+
+def _header(seconds: float, level: str, thread: str, source: str, message: str) -> str:
+    millis = round(seconds * 1000)
+    return f"25-Nov-2026 18:36:{40 + millis // 1000:02d}.{millis % 1000:03d} {level} [{thread}] {source} {message}"
+
+
+def _failed(seconds: float, session: str) -> list[str]:
+    """Broken's record of one failed broadcast: a header and a short trace (3 lines)."""
+    return [_header(seconds, "SEVERE", "broken-broadcast", "lab.Broken.broadcast",
+                    f"broadcast to session [{session}] failed"),
+            f"\tjava.lang.IllegalStateException: The WebSocket session [{session}] has been closed",
+            "\t\tat org.apache.tomcat.websocket.WsSession.checkState(WsSession.java:929)"]
+
+
+LOG = TomcatLog("\n".join([
+    _header(0.0, "INFO", "exec-1", "lab.Broken.onOpen", "session [0] opened, 1 in the map"),
+    _header(0.1, "INFO", "exec-2", "lab.Fixed.onOpen", "session [1] opened, 1 in the map"),
+    _header(0.2, "INFO", "exec-3", "lab.Fixed.onOpen", "session [2] opened, 2 in the map"),
+    _header(1.5, "SEVERE", "exec-4", "org.apache.tomcat.websocket.pojo.PojoEndpointBase.onError",
+            "No error handling configured for [lab.Broken] and the following error occurred"),
+    "\tjava.io.IOException: Connection timed out",
+    "\t\tat java.base/sun.nio.ch.SocketDispatcher.read0(Native Method)",
+    # two removals on two threads: the second logs its size first
+    _header(1.5, "INFO", "exec-5", "lab.Fixed.remove", "session [2] removed by onError java.io.IOException: "
+                                                        "Connection timed out, 0 in the map"),
+    _header(1.501, "INFO", "exec-6", "lab.Fixed.remove", "session [1] removed by onError java.io.IOException: "
+                                                          "Connection timed out, 1 in the map"),
+    *_failed(1.6, "0"), *_failed(1.7, "0"), *_failed(1.8, "0"), *_failed(2.1, "0"),
+]))
+T0 = LOG.records[0].at  # 25-Nov-2026 18:36:40.000 UTC, the first header's time
+
+
+def test_an_endpoints_records_include_tomcats_own_for_its_sessions():
+    broken = endpoint_records(LOG, "Broken")
+    assert [r.source.rpartition(".")[2] for r in broken] == ["onOpen", "onError"] + ["broadcast"] * 4
+    assert [r.source.rpartition(".")[2] for r in endpoint_records(LOG, "Fixed")] == ["onOpen"] * 2 + ["remove"] * 2
+
+
+def test_log_rate_counts_every_line_of_a_record_per_window():
+    rate = log_rate(LOG, "Broken", T0 + 1.5, T0 + 2.5, step=0.5)
+    # [1.5, 2.0): onError (3 lines) and three failures (3 lines each); [2.0, 2.5): one failure
+    assert rate == [(0.0, (3 + 9) / 0.5), (0.5, 3 / 0.5)]
+    assert log_rate(LOG, "Fixed", T0 + 1.6, T0 + 2.6, step=0.5) == [(0.0, 0.0), (0.5, 0.0)]
+
+
+def test_failures_are_counted_per_session_and_removals_timed_from_the_fault():
+    assert failures_per_session(LOG, T0 + 1.65, T0 + 3.0) == {"0": 3}
+    assert after_fault(LOG, "removed by", T0 + 1.0, endpoint="Fixed") == pytest.approx([0.5, 0.501], abs=1e-3)
+    assert after_fault(LOG, "Connection timed out", T0 + 1.0) == pytest.approx([0.5, 0.5, 0.501], abs=1e-3)
+
+
+def test_the_map_is_counted_from_the_events_not_from_the_sizes_the_lines_print():
+    # The lines print 0 then 1 (two threads); counting opens and removals gives 1 then 0.
+    assert [size for _, size in map_over_time(LOG, "Fixed")] == [1, 2, 1, 0]
+    assert [change.size for change in map_changes(LOG, "Fixed")] == [1, 2, 0, 1]
+    assert [size for _, size in map_over_time(LOG, "Broken")] == [1]
+
+
+# -- for real --------------------------------------------------------------------------------------
+
+
+@needs_tomcat
+async def test_the_deaths_and_the_idle_timeouts_as_tomcat_sees_them():
+    async with Lab() as lab:
+        classes = await compile_endpoints(lab, ENDPOINTS)
+        tomcat = await launch_tomcat(lab, classes=classes.path,
+                                     properties={"org.apache.tomcat.websocket.DEFAULT_PROCESS_PERIOD": 1})
+        deaths = {death.name.split()[0]: death for death in await tomcat_deaths(lab, tomcat)}
+        idle = await idle_run(lab, tomcat, ["/fixed?readIdleMs=1000", "/fixed?maxIdleMs=1000"],
+                              "/fixed?readIdleMs=1000", expect=1, name="idle")
+    seen = {name: (d.exception, d.removal, d.removed_after) for name, d in deaths.items()}
+    assert deaths["clean"].exception is None and "code [1000]" in deaths["clean"].removal, seen
+    # a FIN, or the RST the proxy's kernel sends when a broadcast beats Tomcat's read to it
+    assert deaths["killed"].exception in ("java.io.EOFException", "java.net.SocketException: Connection reset"), seen
+    assert "Connection reset" in deaths["reset"].exception, seen
+    assert deaths["vanished"].exception == "java.io.IOException: java.net.SocketTimeoutException: Write timeout", seen
+    assert all(d.removed_after < scaled(2.0) for name, d in deaths.items() if name != "vanished"), seen
+    assert 2.0 < deaths["vanished"].removed_after < scaled(15.0), seen  # never before the 2 s send deadline
+    # The read idle timeout (1 s, checked every second) closes the stalled session; the max idle
+    # timeout never does while the broadcast writes to it; the pinging healthy client stays.
+    (read_idle,) = idle.removed_after["/fixed?readIdleMs=1000"]
+    assert 1.0 - 0.5 - 0.1 < read_idle < 2.0 + scaled(1.5), idle  # from the last ping read: up to 0.5 s before
+    assert idle.removed_after["/fixed?maxIdleMs=1000"] == [] and idle.watched > read_idle + 0.9, idle
+    assert idle.healthy_received > 5 * idle.watched, idle  # a broadcast every 100 ms
+
+
+@needs_netns
+async def test_healthy_clean_and_probe_clients_in_a_namespace():
+    # The exercise's check relies on these: the order of the sessions, the clean close at the
+    # fault, the healthy client's reports, and the probe's opened line after the watch.
+    async with Lab() as lab:
+        classes = await compile_endpoints(lab, [BROKEN])
+        run = await run_vanish(lab, classes=classes.path, clients=1, clean=["/broken"], healthy=["/broken"],
+                               probe=["/broken"], until="", watch=2.5, settle=0.5)
+    assert run.host_unchanged and run.client_paths == ["/broken"] and len(run.rules) == 2
+    opened = [c for c in map_changes(run.log, "Broken") if c.change == "opened"]
+    assert [c.size for c in opened] == [1, 2, 3, 4]  # Broken removes nobody: the probe sees all four
+    assert run.probe_at is not None and opened[-1].at >= run.probe_at > opened[-2].at
+    vanished, clean = opened[0].session, opened[1].session
+    # The clean client closed at the fault: its failed broadcasts start at once; the vanished one's
+    # only once the kernel gives up on it (tcp_retries2=1: about 1.5 s).
+    first = {s: min(r.at for r in run.log.records if r.at and r.message == f"broadcast to session [{s}] failed")
+             for s in (vanished, clean)}
+    assert first[clean] - run.fault_at < 0.5 < 1.0 < first[vanished] - run.fault_at < scaled(3.0), first
+    assert run.received_between(0, run.fault_at + 1.0, run.probe_at) > 5  # the healthy client kept receiving
