@@ -13,6 +13,7 @@ read its log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import json
 import os
@@ -28,11 +29,13 @@ from wslab import Lab, LabError
 from wslab.faults import netns
 from wslab.faults.netns import TIMED_OUT, host_network, run_vanish, vanish_skip_reason
 from wslab.faults.proxy import start_proxy
+from wslab.runtime import programs
 from wslab.runtime.programs import Program
 from wslab.runtime.timing import scaled, wait_until
 from wslab.runtime.tomcat import INSTALL, compile_java, launch_tomcat, tomcat_skip_reason
 from wslab.servers.java import BROKEN, ENDPOINTS, map_sizes
 from wslab.studies.seedtrace import SEED_CLOSE, SEED_READ, align
+from wslab.studies.tomcatrun import map_over_time
 
 TOMCAT_SKIP = tomcat_skip_reason()
 NETNS_SKIP = vanish_skip_reason()
@@ -97,8 +100,12 @@ def test_no_namespaces_says_so_in_one_line(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(Program, "find", lambda self: "/usr/bin/unshare")
-    monkeypatch.setattr(netns, "_namespace_error", lambda: "unshare: unshare failed: Operation not permitted")
-    reason = netns.UNSHARE.skip_reason()
+    # unshare exists but the kernel refuses (a container): what unshare itself prints, then the lab's line.
+    refused = subprocess.CompletedProcess([], 1, "", "unshare: unshare failed: Operation not permitted\n")
+    monkeypatch.setattr(programs.subprocess, "run", lambda *args, **kwargs: refused)
+    # The real check is asked once per process (functools.cache); ask its uncached self here.
+    unshare = dataclasses.replace(netns.UNSHARE, works=programs._namespaces_work.__wrapped__)
+    reason = unshare.skip_reason()
     assert "cannot create a network namespace here (unshare: unshare failed: Operation not permitted)" in reason
     assert "run as root, or allow unprivileged user namespaces" in reason
 
@@ -216,7 +223,8 @@ def test_the_broken_endpoint_floods_its_log_with_every_leaked_session(broken_run
     start, end = _after_last_failure(broken_run)
     per_session = broken_run.log.count(ILLEGAL_STATE, start, end) / (end - start) / CLIENTS
     assert per_session > 5  # one failed broadcast every 100 ms: about 10 records a second each
-    assert map_sizes(broken_run.log, "Broken")[-1][1] == CLIENTS  # never removed
+    # never removed (counted from the events: sessions opened side by side may log their sizes out of order)
+    assert map_over_time(broken_run.log, "Broken")[-1][1] == CLIENTS
 
 
 @needs_netns
@@ -288,10 +296,15 @@ async def test_what_tomcat_logs_for_each_death_through_the_fault_proxy(classes):
         assert record.trace.frames[0].where == "org.apache.tomcat.util.net.NioEndpoint$NioSocketWrapper.fillReadBuffer"
         assert after < scaled(2.0), after
 
-        # RST: the seed's very read fails, at once, with another error.
+        # RST: the seed's very read fails, at once, with another error. With 256 KiB messages the
+        # broadcast writes almost all the time, so the write often meets the RST first, as
+        # "Connection reset by peer" (a real race): then the record is the broadcast's.
         record, after = await _death(lab, tomcat, "reset", "/broken", "Connection reset", 5)
-        assert record.trace.exception == "java.net.SocketException: Connection reset"
-        assert align(SEED_READ, record.trace).in_order
+        if record.trace.contains("WsFrameServer.onDataAvailable"):
+            assert record.trace.exception == "java.net.SocketException: Connection reset"
+            assert align(SEED_READ, record.trace).in_order
+        else:
+            assert record.trace.contains("Connection reset by peer") and record.trace.contains("Broken.broadcast")
         assert after < scaled(2.0), after
 
         # Stall: sends fill the buffers, then block; Fixed's BLOCKING_SEND_TIMEOUT (2 s) ends the wait.
@@ -313,7 +326,8 @@ def _command(pid: int) -> str:
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and text in _command(int(entry.name))]
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and text in _command(int(entry.name))]
 
 
 @needs_tomcat
