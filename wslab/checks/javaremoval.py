@@ -47,7 +47,7 @@ ROLES = ("vanished", "clean close", "healthy")
 # Seconds after the fault: the deaths have played out by then (the vanished client's after about
 # 1.5 s), so from then on the log must be quiet, until the probe connects WATCH s after the fault.
 QUIET_FROM = 2.2
-WATCH = 3.2
+WATCH = 3.0
 BROADCASTS_PER_SECOND = 10  # Broken.java broadcasts every 100 ms
 
 REMOVE = "SESSIONS.remove(session.getId())"
@@ -156,7 +156,7 @@ async def removal_run(source: str) -> RemovalRun:
         try:
             async with Lab() as lab:
                 vanish = await run_vanish(lab, classes=classes, path="/broken", clients=1, clean=["/broken"],
-                                          healthy=["/broken"], probe=["/broken"], until="", watch=WATCH, settle=0.5,
+                                          healthy=["/broken"], probe=["/broken"], until="", watch=WATCH, settle=0.3,
                                           name="check-netns")
         except LabError as exc:
             run.setup_error = f"the check could not run Tomcat: {exc}"
