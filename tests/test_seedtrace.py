@@ -117,6 +117,7 @@ def test_the_read_timeout_matches_every_tomcat_frame_of_the_seed_in_order():
     changed = [(r.seed.where, r.run.where) for r in alignment.rows if r.mark == Mark.CHANGED]
     assert changed == [
         ("sun.nio.ch.FileDispatcherImpl.read0", "sun.nio.ch.SocketDispatcher.read0"),  # JDK 8 -> JDK 17
+        # Tomcat 10 runs its own copy of the JDK's thread pool:
         ("java.util.concurrent.ThreadPoolExecutor.runWorker",
          "org.apache.tomcat.util.threads.ThreadPoolExecutor.runWorker"),
         ("java.util.concurrent.ThreadPoolExecutor$Worker.run",

@@ -100,12 +100,14 @@ def test_no_namespaces_says_so_in_one_line(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(Program, "find", lambda self: "/usr/bin/unshare")
-    # unshare exists but the kernel refuses (a container): what unshare itself prints, then the lab's line.
+    # What unshare says where namespaces are forbidden; programs.py asks it once (functools.cache).
     refused = subprocess.CompletedProcess([], 1, "", "unshare: unshare failed: Operation not permitted\n")
-    monkeypatch.setattr(programs.subprocess, "run", lambda *args, **kwargs: refused)
-    # The real check is asked once per process (functools.cache); ask its uncached self here.
-    unshare = dataclasses.replace(netns.UNSHARE, works=programs._namespaces_work.__wrapped__)
-    reason = unshare.skip_reason()
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: refused)
+    programs._namespaces_work.cache_clear()
+    try:
+        reason = netns.UNSHARE.skip_reason()
+    finally:
+        programs._namespaces_work.cache_clear()  # the tests after this one ask the real unshare
     assert "cannot create a network namespace here (unshare: unshare failed: Operation not permitted)" in reason
     assert "run as root, or allow unprivileged user namespaces" in reason
 
@@ -326,8 +328,10 @@ def _command(pid: int) -> str:
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and text in _command(int(entry.name))]
+    return [
+        int(entry.name) for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and text in _command(int(entry.name))
+    ]
 
 
 @needs_tomcat

@@ -7,11 +7,15 @@ import asyncio
 import os
 import sys
 import textwrap
+from typing import Any
 
 from ..runtime.lab import Lab
 from ..runtime.redis import start_redis
 from ..servers import SERVERS, BackplaneServer, make_app, start_app, start_backplane
 from .common import Parser, PrintingTimeline, fail, port, print_line, run_async, seconds, size, stop_on_signals
+
+# The variants that ping their clients themselves (FixedServer's keepalive), and take --keepalive.
+PINGING = ("keepalive", "fixed", "backplane")
 
 
 def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -44,6 +48,11 @@ def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
         help="add BYTES random bytes to each broadcast, to fill a stalled client's buffers (default: 0)",
     )
     p.add_argument(
+        "--keepalive", type=seconds, default=None, metavar="S",
+        help="for the variants that ping by themselves (keepalive, fixed, backplane): a ping every S seconds, "
+        "and a client whose pong takes longer than S is dropped (default: 0.5)",
+    )
+    p.add_argument(
         "--backplane", metavar="URL",
         help="with --server backplane: the Redis the server processes share, e.g. redis://127.0.0.1:6379 "
         "(default: start a redis-server of its own, print its URL on stderr, and stop it on exit; "
@@ -60,18 +69,25 @@ async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
     # Only what the user asked for overrides the variant's own serve_options (its keepalive).
-    overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
+    overrides: dict[str, Any] = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
     if args.backplane and args.server != "backplane":
         return fail("serve", f"--backplane is for --server backplane, not --server {args.server}")
+    options: dict[str, Any] = {}
+    if args.keepalive is not None:
+        if args.server not in PINGING:
+            return fail("serve", f"--keepalive is for --server {', '.join(PINGING)}, not --server {args.server}")
+        if args.keepalive <= 0:
+            return fail("serve", "--keepalive must be more than 0 seconds")
+        options = {"ping_interval": args.keepalive, "ping_timeout": args.keepalive}
     timeline = PrintingTimeline()
     async with Lab(timeline) as lab:
         if args.server == "backplane":
             url = args.backplane or (await start_redis(lab)).url
-            app = make_app(args.server, timeline, backplane=url)
+            app = make_app(args.server, timeline, backplane=url, **options)
             assert isinstance(app, BackplaneServer)
             server = await start_backplane(lab, app, host=args.host, port=args.port, **overrides)
         else:
-            app = make_app(args.server, timeline)
+            app = make_app(args.server, timeline, **options)
             server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
         print_line(server.url)
         timeline.start_printing()

@@ -79,8 +79,8 @@ def host_network() -> HostNetwork:
     """Read the host's ``tcp_retries2`` and, as root, its iptables rules."""
     retries2 = int(Path("/proc/sys/net/ipv4/tcp_retries2").read_text())
     rules = None
-    iptables = IPTABLES.find()
-    if os.geteuid() == 0 and iptables:
+    iptables = IPTABLES.find() if os.geteuid() == 0 else None
+    if iptables:
         done = subprocess.run([iptables, "-w", "-S"], capture_output=True, text=True, timeout=10)
         rules = done.stdout if done.returncode == 0 else None
     return HostNetwork(retries2, rules)

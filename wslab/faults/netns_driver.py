@@ -104,6 +104,7 @@ async def collect_reports(process: asyncio.subprocess.Process, into: list[list[f
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole scenario; returns what :func:`main` prints as JSON, with ``error`` if it failed."""
     result: dict[str, Any] = {"fault_at": None, "until_at": [], "log": "", "healthy_received": [], "probe_at": None}
     # Safety first: a new network namespace (not the host's), and PID 1 of a new PID namespace.
     if os.stat("/proc/self/ns/net").st_ino == args.host_netns or os.getpid() != 1:
