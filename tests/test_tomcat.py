@@ -13,7 +13,6 @@ read its log.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fnmatch
 import json
 import os

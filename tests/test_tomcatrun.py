@@ -15,7 +15,7 @@ from wslab.faults.netns import run_vanish, vanish_skip_reason
 from wslab.runtime.javalog import TomcatLog
 from wslab.runtime.timing import scaled
 from wslab.runtime.tomcat import compile_endpoints, launch_tomcat, tomcat_skip_reason
-from wslab.servers.java import BROKEN, ENDPOINTS, map_changes
+from wslab.servers.java import BROKEN, ENDPOINTS, OPENED, map_changes
 from wslab.studies.tomcatrun import (
     after_fault,
     endpoint_records,
@@ -124,7 +124,7 @@ async def test_healthy_clean_and_probe_clients_in_a_namespace():
     async with Lab() as lab:
         classes = await compile_endpoints(lab, [BROKEN])
         run = await run_vanish(lab, classes=classes.path, clients=1, clean=["/broken"], healthy=["/broken"],
-                               probe=["/broken"], until="", watch=2.5, settle=0.5)
+                               probe=["/broken"], until="", watch=2.5, settle=0.5, opened=OPENED)
     assert run.host_unchanged and run.client_paths == ["/broken"] and len(run.rules) == 2
     opened = [c for c in map_changes(run.log, "Broken") if c.change == "opened"]
     assert [c.size for c in opened] == [1, 2, 3, 4]  # Broken removes nobody: the probe sees all four

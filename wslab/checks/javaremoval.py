@@ -37,7 +37,7 @@ from ..faults.netns import run_vanish
 from ..runtime.errors import LabError
 from ..runtime.lab import Lab
 from ..runtime.tomcat import compile_java
-from ..servers.java import map_changes
+from ..servers.java import OPENED, map_changes
 from ..studies.tomcatrun import failures_per_session
 from .report import Case, Report
 
@@ -157,7 +157,7 @@ async def removal_run(source: str) -> RemovalRun:
             async with Lab() as lab:
                 vanish = await run_vanish(lab, classes=classes, path="/broken", clients=1, clean=["/broken"],
                                           healthy=["/broken"], probe=["/broken"], until="", watch=WATCH, settle=0.3,
-                                          name="check-netns")
+                                          opened=OPENED, name="check-netns")
         except LabError as exc:
             run.setup_error = f"the check could not run Tomcat: {exc}"
             return run

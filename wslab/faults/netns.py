@@ -164,6 +164,7 @@ async def run_vanish(
     clean: Sequence[str] = (),
     healthy: Sequence[str] = (),
     probe: Sequence[str] = (),
+    opened: str = "",
     fine: bool = False,
     properties: Mapping[str, object] | None = None,
     timeout: float = 30.0,
@@ -176,6 +177,7 @@ async def run_vanish(
 
     The clients connect group by group, so that Tomcat numbers their sessions in this order: the
     vanishing ones, path by path as given; then the ``clean`` ones; then the ``healthy`` ones.
+    Give ``opened`` to make their ``@OnOpen`` methods run in that order too.
 
     Args:
         sources, classes: The endpoints, as ``.java`` files or compiled classes
@@ -188,6 +190,9 @@ async def run_vanish(
         ping: The clients send a ping every this many seconds (None: never).
         clean: One more client per path given here, which closes cleanly (a close frame) at the fault.
         healthy: One more client per path given here, which stays connected and reading: a control.
+        opened: Before the next group connects, wait until Tomcat has logged a record containing this
+            once per client connected so far (at most 3 s, scaled), e.g. what ``@OnOpen`` logs. Tomcat answers a
+            handshake before it calls ``@OnOpen``, so without it the next group's may run first.
         probe: After the watch, one more client per path given here connects (e.g. for ``@OnOpen`` to log the map).
         fine: Log Tomcat's NioEndpoint at FINE (the close path's ``Broken pipe``).
         properties: Java system properties, e.g. ``{"lab.readIdleMs": 2000}``.
@@ -208,6 +213,7 @@ async def run_vanish(
     argv += ["--retries2", str(retries2)] if retries2 is not None else []
     argv += ["--ping", str(ping)] if ping else []
     argv += ["--fine"] if fine else []
+    argv += ["--opened", opened] if opened else []
     for option, extra in (("--clean", clean), ("--healthy", healthy), ("--probe", probe)):
         argv += [arg for each in extra for arg in (option, each)]
     argv += [arg for key, value in (properties or {}).items() for arg in ("--property", f"{key}={value}")]

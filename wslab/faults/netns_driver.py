@@ -95,6 +95,19 @@ async def connect_clients(tomcat: Tomcat, group: list[tuple[asyncio.subprocess.P
     return list(await asyncio.gather(*(connect(process, path) for process, path in group)))
 
 
+async def wait_opened(tomcat: Tomcat, text: str, count: int) -> None:
+    """Wait until Tomcat has logged ``text`` ``count`` times (at most 3 s, scaled; "": don't wait).
+
+    Tomcat answers a client's handshake, then creates its session and calls ``@OnOpen``; in between,
+    on a busy machine, the next group's client may connect and open first. The endpoint's own log
+    line says that this group's sessions are open.
+    If it never comes (an endpoint that logs no such line), the run goes on: the caller sees it.
+    """
+    deadline = time.monotonic() + scaled(3.0)
+    while text and len(tomcat.log().find(text)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 async def collect_reports(process: asyncio.subprocess.Process, into: list[list[float]]) -> None:
     """Append each ``[time, messages received so far]`` a healthy client reports to ``into``."""
     assert process.stdout is not None
@@ -132,12 +145,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result.update(javac_s=tomcat.javac_s, start_s=tomcat.start_s)
             # Group by group, so that Tomcat numbers the sessions in this order: vanishing (path by path, in the
             # order given), clean, healthy. Within a group the clients connect side by side.
-            ports = []
+            ports: list[int] = []
             for path in dict.fromkeys(paths):
                 ports += await connect_clients(tomcat, [(p, each) for p, each in groups["vanishing"] if each == path])
+                await wait_opened(tomcat, args.opened, len(ports))
             result["client_ports"] = ports
             result["client_paths"] = paths
             await connect_clients(tomcat, groups["clean"])
+            await wait_opened(tomcat, args.opened, len(ports) + len(groups["clean"]))
             await connect_clients(tomcat, groups["healthy"])
             result["healthy_received"] = [[] for _ in groups["healthy"]]
             for (process, _), reports in zip(groups["healthy"], result["healthy_received"], strict=True):
@@ -199,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--clean", action="append", default=[], help="a client here closes cleanly at the fault")
     runner.add_argument("--healthy", action="append", default=[], help="a client on this path stays, and reports")
     runner.add_argument("--probe", action="append", default=[], help="after the watch, one more client on this path")
+    runner.add_argument("--opened", default="", help="before the next group connects, wait until Tomcat logs "
+                        "this once per client connected so far")
     runner.add_argument("--fine", action="store_true", help="NioEndpoint logs at FINE")
     runner.add_argument("--property", action="append", default=[], help="a Java system property, KEY=VALUE")
     runner.add_argument("--timeout", type=float, default=30.0, help="for Tomcat to start, and for --until")

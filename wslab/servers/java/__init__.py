@@ -27,7 +27,7 @@ from pathlib import Path
 from ...runtime.display import SourceCode
 from ...runtime.javalog import TomcatLog
 
-__all__ = ["BROKEN", "FIXED", "ENDPOINTS", "MapChange", "map_changes", "map_sizes", "show_java"]
+__all__ = ["BROKEN", "FIXED", "ENDPOINTS", "OPENED", "MapChange", "map_changes", "map_sizes", "show_java"]
 
 HERE = Path(__file__).resolve().parent
 BROKEN = HERE / "Broken.java"
@@ -35,6 +35,9 @@ FIXED = HERE / "Fixed.java"
 # Both endpoints: compiled together, they run side by side in one Tomcat.
 ENDPOINTS = (BROKEN, FIXED)
 
+# Part of the line both endpoints' @OnOpen logs: run_vanish(opened=OPENED) waits for it between
+# groups of clients, so that their sessions open in the order the groups connect.
+OPENED = "] opened, "
 _MAP_SIZE = re.compile(r"^session \[(?P<id>[^\]]+)\] (?P<change>opened|removed by .*), (?P<size>\d+) in the map$")
 
 
