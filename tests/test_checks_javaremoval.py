@@ -14,10 +14,10 @@ import nbformat
 import pytest
 
 from wslab import LabError
-from wslab.checks.javaremoval import REMOVE, RemovalRun, check_java_removal, judge_removal
+from wslab.checks.javaremoval import REMOVE, RemovalRun, check_java_removal, judge_removal, removal_run
 from wslab.faults.netns import vanish_skip_reason
 from wslab.runtime.tomcat import tomcat_skip_reason
-from wslab.servers.java import BROKEN
+from wslab.servers.java import BROKEN, map_changes
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "09-the-seeds-own-stack.ipynb"
@@ -126,8 +126,25 @@ async def test_removing_only_on_error_fails_the_clean_close_for_real():
     public void onError(Session session, Throwable error) { SESSIONS.remove(session.getId()); }
 
     static void broadcast() {""")
-    report = await check_java_removal(on_error)
+    run = await removal_run(on_error)
+    report = judge_removal(run)
     got = {case.name: case for case in report.cases}
     assert got["vanished"].passed and got["healthy"].passed, report
     assert not got["clean close"].passed and "@OnError runs only on errors" in got["clean close"].message, report
     assert not got["map"].passed and got["map"].measured == {"size": 3}, report
+
+    # The same run, as run_vanish gave it: the check relies on the order of the sessions, the clean
+    # close at the fault, the healthy client's reports, and the probe's opened line after the watch.
+    vanish = run.vanish
+    assert vanish is not None and vanish.host_unchanged
+    assert vanish.client_paths == ["/broken"] and len(vanish.rules) == 2
+    opened = [c for c in map_changes(vanish.log, "Broken") if c.change == "opened"]
+    # @OnError removed the vanished client (its read failed after about 1.5 s), not the clean one
+    assert [c.size for c in opened] == [1, 2, 3, 3]
+    assert [c.session for c in opened[:3]] == [run.sessions[role] for role in ("vanished", "clean close", "healthy")]
+    assert vanish.probe_at is not None and opened[-1].at >= vanish.probe_at > opened[-2].at
+    # The clean client closed at the fault: its failed broadcasts start at once.
+    clean = run.sessions["clean close"]
+    first = min(r.at for r in vanish.log.records if r.at and r.message == f"broadcast to session [{clean}] failed")
+    assert first - vanish.fault_at < 0.5
+    assert vanish.received_between(0, vanish.fault_at + 1.0, vanish.probe_at) > 5  # the healthy client kept receiving

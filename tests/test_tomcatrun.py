@@ -1,9 +1,9 @@
 """Notebook 09's experiments on a real Tomcat, and the analyses of its log.
 
 The analyses are pure: the first tests feed them small logs written here in Tomcat's
-OneLineFormatter. The others run Tomcat for real (the deaths through the fault proxy, the idle
-timeouts, and the clients run_vanish adds for the exercise's check), and skip with one line
-where Tomcat or namespaces are missing, as notebook 09 does.
+OneLineFormatter. The last runs Tomcat for real (the deaths through the fault proxy, the idle
+timeouts), and skips with one line where Tomcat is missing, as notebook 09 does. (The clients
+run_vanish adds for the exercise's check are tested with the check, in test_checks_javaremoval.)
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 import pytest
 
 from wslab import Lab
-from wslab.faults.netns import run_vanish, vanish_skip_reason
 from wslab.runtime.javalog import TomcatLog
 from wslab.runtime.timing import scaled
 from wslab.runtime.tomcat import compile_endpoints, launch_tomcat, tomcat_skip_reason
-from wslab.servers.java import BROKEN, ENDPOINTS, OPENED, map_changes
+from wslab.servers.java import ENDPOINTS, map_changes
 from wslab.studies.tomcatrun import (
     after_fault,
     endpoint_records,
@@ -27,9 +26,7 @@ from wslab.studies.tomcatrun import (
 )
 
 TOMCAT_SKIP = tomcat_skip_reason()
-NETNS_SKIP = vanish_skip_reason()
 needs_tomcat = pytest.mark.skipif(TOMCAT_SKIP is not None, reason=TOMCAT_SKIP or "")
-needs_netns = pytest.mark.skipif(NETNS_SKIP is not None, reason=NETNS_SKIP or "")
 
 
 def _header(seconds: float, level: str, thread: str, source: str, message: str) -> str:
@@ -115,24 +112,3 @@ async def test_the_deaths_and_the_idle_timeouts_as_tomcat_sees_them():
     assert 1.0 - 0.5 - 0.1 < read_idle < 2.0 + scaled(1.5), idle  # from the last ping read: up to 0.5 s before
     assert idle.removed_after["/fixed?maxIdleMs=1000"] == [] and idle.watched > read_idle + 0.9, idle
     assert idle.healthy_received > 5 * idle.watched, idle  # a broadcast every 100 ms
-
-
-@needs_netns
-async def test_healthy_clean_and_probe_clients_in_a_namespace():
-    # The exercise's check relies on these: the order of the sessions, the clean close at the
-    # fault, the healthy client's reports, and the probe's opened line after the watch.
-    async with Lab() as lab:
-        classes = await compile_endpoints(lab, [BROKEN])
-        run = await run_vanish(lab, classes=classes.path, clients=1, clean=["/broken"], healthy=["/broken"],
-                               probe=["/broken"], until="", watch=2.5, settle=0.5, opened=OPENED)
-    assert run.host_unchanged and run.client_paths == ["/broken"] and len(run.rules) == 2
-    opened = [c for c in map_changes(run.log, "Broken") if c.change == "opened"]
-    assert [c.size for c in opened] == [1, 2, 3, 4]  # Broken removes nobody: the probe sees all four
-    assert run.probe_at is not None and opened[-1].at >= run.probe_at > opened[-2].at
-    vanished, clean = opened[0].session, opened[1].session
-    # The clean client closed at the fault: its failed broadcasts start at once; the vanished one's
-    # only once the kernel gives up on it (tcp_retries2=1: about 1.5 s).
-    first = {s: min(r.at for r in run.log.records if r.at and r.message == f"broadcast to session [{s}] failed")
-             for s in (vanished, clean)}
-    assert first[clean] - run.fault_at < 0.5 < 1.0 < first[vanished] - run.fault_at < scaled(3.0), first
-    assert run.received_between(0, run.fault_at + 1.0, run.probe_at) > 5  # the healthy client kept receiving

@@ -33,7 +33,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..faults.netns import run_vanish
+from ..faults.netns import VanishRun, run_vanish
 from ..runtime.errors import LabError
 from ..runtime.lab import Lab
 from ..runtime.tomcat import compile_java
@@ -69,6 +69,7 @@ class RemovalRun:
         healthy_received: Messages the healthy client received in that window.
         map_size: The map's size when the probe connected (its ``opened`` line), None if it logged none.
         thrown: Exceptions the endpoint's own methods threw, one line each.
+        vanish: The run itself, for a closer look (None if it did not run).
     """
 
     compile_error: str | None = None
@@ -80,6 +81,7 @@ class RemovalRun:
     healthy_received: int = 0
     map_size: int | None = None
     thrown: list[str] = field(default_factory=list)
+    vanish: VanishRun | None = field(default=None, repr=False)
 
 
 def judge_removal(run: RemovalRun) -> Report:
@@ -161,6 +163,7 @@ async def removal_run(source: str) -> RemovalRun:
         except LabError as exc:
             run.setup_error = f"the check could not run Tomcat: {exc}"
             return run
+    run.vanish = vanish
     if not vanish.host_unchanged:  # never expected: then the check itself is broken, and says so
         run.setup_error = "the host's network settings changed during the run"
         return run
