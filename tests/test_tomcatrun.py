@@ -15,6 +15,7 @@ from wslab.runtime.javalog import TomcatLog
 from wslab.runtime.timing import scaled
 from wslab.runtime.tomcat import compile_endpoints, launch_tomcat, tomcat_skip_reason
 from wslab.servers.java import ENDPOINTS, map_changes
+from wslab.studies.seedtrace import SEED_READ, align
 from wslab.studies.tomcatrun import (
     after_fault,
     endpoint_records,
@@ -102,7 +103,22 @@ async def test_the_deaths_and_the_idle_timeouts_as_tomcat_sees_them():
     assert deaths["clean"].exception is None and "code [1000]" in deaths["clean"].removal, seen
     # a FIN, or the RST the proxy's kernel sends when a broadcast beats Tomcat's read to it
     assert deaths["killed"].exception in ("java.io.EOFException", "java.net.SocketException: Connection reset"), seen
-    assert "Connection reset" in deaths["reset"].exception, seen
+    if deaths["killed"].exception == "java.io.EOFException":  # the read returned end-of-stream
+        assert deaths["killed"].thrown_at == "NioEndpoint$NioSocketWrapper.fillReadBuffer", seen
+    # RST: the seed's very read fails, at once, with another error; or a broadcast's write meets the
+    # RST first, as "Connection reset by peer" (a real race): then the record is the broadcast's.
+    reset = deaths["reset"].record
+    assert reset is not None and reset.trace is not None and "Connection reset" in deaths["reset"].exception, seen
+    if reset.trace.contains("WsFrameServer.onDataAvailable"):
+        assert reset.trace.exception == "java.net.SocketException: Connection reset"
+        assert align(SEED_READ, reset.trace).in_order
+    else:
+        assert reset.trace.contains("Connection reset by peer") and reset.trace.contains("Broken.broadcast")
+    assert all(d.logged_after is not None and d.logged_after < scaled(2.0)
+               for name, d in deaths.items() if name in ("killed", "reset")), seen
+    # Stall: sends fill the buffers, then block; Fixed's BLOCKING_SEND_TIMEOUT (2 s) ends the wait.
+    stall = deaths["vanished"].record
+    assert stall is not None and stall.source == "lab.Fixed.broadcast" and stall.level == "WARNING", seen
     assert deaths["vanished"].exception == "java.io.IOException: java.net.SocketTimeoutException: Write timeout", seen
     assert all(d.removed_after < scaled(2.0) for name, d in deaths.items() if name != "vanished"), seen
     assert 2.0 < deaths["vanished"].removed_after < scaled(15.0), seen  # never before the 2 s send deadline

@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..faults.netns import VanishRun
@@ -119,6 +119,7 @@ class Death:
         logged_after: Seconds from the fault to that record.
         removal: How the fixed endpoint's session left the map, e.g. ``onError java.io.EOFException``.
         removed_after: Seconds from the fault to that removal (None: still in the map).
+        record: Tomcat's whole record of the exception (its trace too), None if none.
     """
 
     name: str
@@ -128,6 +129,7 @@ class Death:
     logged_after: float | None = None
     removal: str | None = None
     removed_after: float | None = None
+    record: LogRecord | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
         def seconds(value: float | None) -> str:
@@ -227,7 +229,7 @@ async def _one_death(lab: Lab, tomcat: Tomcat, proxy: FaultProxy, death: Death, 
         death.removal, death.removed_after = change.change.removeprefix("removed by "), change.at - fault_at
     record = _failure(log, texts, fault_at) if texts else None
     if record is not None and record.at is not None:
-        death.logged_after = record.at - fault_at
+        death.record, death.logged_after = record, record.at - fault_at
         if record.trace is not None:  # Tomcat's record for Broken: the exception, thrown at its innermost frame
             death.exception = record.trace.exception
             frame = record.trace.frames[0] if record.trace.frames else None
@@ -262,6 +264,7 @@ def vanished_for_real(run: VanishRun) -> Death:
     if record is not None and record.at is not None and record.trace is not None:
         frame = record.trace.frames[0] if record.trace.frames else None
         death.exception, death.logged_after = record.trace.exception, record.at - run.fault_at
+        death.record = record
         death.thrown_at = f"{frame.short_class}.{frame.method}" if frame else None
     removed = [c for c in map_changes(run.log, "Fixed") if c.change.startswith("removed") and c.at >= run.fault_at]
     if removed:
