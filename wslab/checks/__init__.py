@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .deaths import check_deaths
 from .hardening import check_front_door
+from .javaremoval import check_java_removal
 from .jitter import check_full_jitter
 from .onclose import check_onclose
 from .reconnect import check_reconnect_policy
@@ -15,6 +16,6 @@ from .resume import check_resume
 from .sessions import check_handler
 
 __all__ = [
-    "check_deaths", "check_front_door", "check_full_jitter", "check_handler", "check_onclose",
+    "check_deaths", "check_front_door", "check_full_jitter", "check_handler", "check_java_removal", "check_onclose",
     "check_reconnect_policy", "check_resume",
 ]
