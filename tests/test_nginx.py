@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.protocol import State
 
 from wslab import Lab, LabError
+from wslab.faults.proxy import start_proxy
 from wslab.runtime.nginx import NGINX, NginxSettings, render_config, start_nginx
 from wslab.runtime.programs import Program
 from wslab.runtime.timing import scaled, wait_until
@@ -123,6 +124,36 @@ async def test_an_idle_websocket_is_cut_at_the_read_timeout_without_a_close_fram
         assert not nginx.error_log_lines("notice", containing="upstream timed out")
         if sys.platform.startswith("linux"):  # the errno text is the OS's own
             assert IDLE_CUT_LINE in line
+
+
+@needs_nginx
+async def test_the_fault_proxys_idle_timeout_cuts_like_nginx():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        nginx = await start_nginx(lab, server, read_timeout=2)
+        proxy = await start_proxy(lab, server, name="proxy")
+        await proxy.set_fault("idle-timeout", timeout=2)
+        seen = {}
+
+        async def idle(name: str, url: str) -> None:
+            ws = await lab.connect(url, name=name)
+            await round_trip(ws)
+            quiet_since = asyncio.get_running_loop().time()
+            with pytest.raises(ConnectionClosedError) as caught:
+                await asyncio.wait_for(ws.recv(), scaled(10))
+            lived = asyncio.get_running_loop().time() - quiet_since
+            exc = caught.value
+            seen[name] = (lived, (ws.close_code, exc.rcvd, exc.sent, type(exc.__cause__)))
+
+        await asyncio.gather(idle("via-nginx", nginx.url), idle("via-proxy", proxy.url))
+        (nginx_lived, nginx_close), (proxy_lived, proxy_close) = seen["via-nginx"], seen["via-proxy"]
+        assert nginx_close == proxy_close == (1006, None, None, EOFError)  # the same close: a FIN, no frame
+        assert abs(nginx_lived - 2.0) <= scaled(0.5) and abs(proxy_lived - 2.0) <= scaled(0.5), seen
+        assert abs(nginx_lived - proxy_lived) <= scaled(0.5), seen
+        # And the server saw the same end on both of its connections.
+        await wait_until(lambda: len(lab.timeline.select(source="echo", kind="closed")) == 2, 2, "both server ends")
+        for event in lab.timeline.select(source="echo", kind="closed"):
+            assert event.code == 1006 and isinstance(event.data["exc"].__cause__, EOFError)
 
 
 @needs_nginx
