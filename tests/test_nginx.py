@@ -77,6 +77,11 @@ def test_config_says_what_each_setting_asks_for():
     assert "zone websocket_servers 64k;" in changed  # several workers share one rotation
     assert "worker_shutdown_timeout 1500ms;" in changed
 
+    blue_green = render_config(8080, both, NginxSettings(backups=1))
+    assert "server 127.0.0.1:9001;" in blue_green and "server 127.0.0.1:9002 backup;" in blue_green
+    with pytest.raises(LabError, match="at least one upstream that is not a backup"):
+        render_config(8080, both, NginxSettings(backups=2))
+
 
 def test_ci_never_skips_the_nginx_tests(monkeypatch):
     monkeypatch.setenv("CI", "true")
@@ -287,6 +292,22 @@ async def test_nginx_takes_its_servers_in_turn():
         for i in range(4):
             await round_trip(await lab.connect(nginx.url, name=f"c{i}"))
         assert (len(a.connections), len(b.connections)) == (2, 2)
+
+
+@needs_nginx
+async def test_a_backup_server_gets_connections_only_once_the_others_refuse():
+    async with Lab() as lab:
+        old = await lab.serve(echo, name="old")
+        new = await lab.serve(echo, name="new")
+        nginx = await start_nginx(lab, [old, new], backups=1)
+        for i in range(3):
+            await round_trip(await lab.connect(nginx.url, name=f"before{i}"))
+        assert (len(old.connections), len(new.connections)) == (3, 0)
+        old.stop_accepting()  # a drain's first step: connections go on, new ones are refused
+        for i in range(3):
+            await round_trip(await lab.connect(nginx.url, name=f"after{i}"))  # nginx tries the backup instead
+        assert (len(old.connections), len(new.connections)) == (3, 3)
+        assert nginx.error_log_lines("error", containing="Connection refused")
 
 
 @needs_nginx
