@@ -1,4 +1,4 @@
-"""Idle timeouts measured: the analysis without sockets, then the cases for real through the fault proxy's idle-timeout."""
+"""Idle timeouts measured: the analysis without sockets, then every case for real through the proxy's idle-timeout."""
 
 from __future__ import annotations
 
