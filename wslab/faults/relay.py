@@ -152,7 +152,7 @@ class ProxyConnection:
 
     def _relay(self, source: Side, data: bytes) -> None:
         # Any byte, either way, restarts the idle timer, as in nginx. Only the time is noted here;
-        # the timer itself is re-armed when it fires (_check_idle), not once per chunk.
+        # the timer itself is re-armed when it fires (check_idle), not once per chunk.
         self.last_active = time.monotonic()
         if source.direction == "up":
             self.bytes_up += len(data)
@@ -237,16 +237,21 @@ class ProxyConnection:
         self.idle_timeout = timeout
         if timeout > 0:
             self._idle_from = time.monotonic()
-            self._idle_handle = asyncio.get_running_loop().call_later(timeout, self._check_idle)
+            self._idle_handle = asyncio.get_running_loop().call_later(timeout, self.check_idle)
 
-    def _check_idle(self) -> None:
-        """The idle timer fired: close the connection if it was quiet all along, else wait for the rest."""
+    def check_idle(self) -> None:
+        """The idle timer fired. No byte either way for a whole timeout: FIN both sides. Else: wait for the rest.
+
+        Every chunk relayed, either way, notes the time in ``last_active``
+        (:meth:`_relay`); the timer is only re-armed here, when it fires, so
+        a busy connection costs one timer per timeout, not one per chunk.
+        """
         self._idle_handle = None
         if self.closed or self.fault != Fault.IDLE_TIMEOUT:
             return
         left = max(self.last_active, self._idle_from) + self.idle_timeout - time.monotonic()
         if left > 0.001:  # bytes went through since it was armed: wait the rest of the timeout
-            self._idle_handle = asyncio.get_running_loop().call_later(left, self._check_idle)
+            self._idle_handle = asyncio.get_running_loop().call_later(left, self.check_idle)
             return
         self.proxy.timeline.record(self.proxy.name, EventKind.IDLE_TIMEOUT, conn=self.label,
                                    detail=f"no byte either way for {self.idle_timeout:g} s: FIN to both sides")

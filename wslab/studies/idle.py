@@ -26,6 +26,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -40,6 +41,7 @@ __all__ = [
     "IdleCase",
     "IdleOutcome",
     "fronts_agree",
+    "keepalive_probes_sent",
     "run_idle_cases",
     "serve_idle",
     "set_tcp_keepalive",
@@ -149,6 +151,23 @@ def set_tcp_keepalive(ws: ClientConnection, idle: int) -> bool:
     if hasattr(socket, "TCP_KEEPINTVL"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, idle)
     return True
+
+
+def keepalive_probes_sent() -> int | None:
+    """How many TCP keepalive probes this machine's kernel has sent, all sockets together; None if unknown.
+
+    Linux counts them in ``/proc/net/netstat`` (``TcpExt: ... TCPKeepAlive``);
+    read it before and after, and the difference is at least what your sockets sent.
+    """
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        names, numbers = header.split(), values.split()
+        if names[0] == "TcpExt:" and "TCPKeepAlive" in names:
+            return int(numbers[names.index("TCPKeepAlive")])
+    return None
 
 
 # -- run ----------------------------------------------------------------------------------------
