@@ -137,6 +137,7 @@ async def drain(
        every message it queued, and its write buffer is empty.
     3. **Close with** ``code`` (1012, service restart) in the batches of
        :func:`drain_schedule`: clients come back spread over ``window`` seconds.
+       Late batches (a busy loop) still go out at least ``every / 2`` s apart.
     4. **Abort** whoever is left ``grace`` seconds after the last batch: a client
        that never answers the close frame must not hold the deploy up.
 
@@ -158,8 +159,10 @@ async def drain(
             await asyncio.wait_for(ws.close(code, reason), max(0.0, deadline - time.monotonic()))
 
     pending = iter(connections)
-    for batch in result.batches:
-        await asyncio.sleep(max(0.0, started + batch.at - time.monotonic()))
+    for k, batch in enumerate(result.batches):
+        # On time; but a busy loop that wakes up late sends the late batches half an interval apart,
+        # never all together: the point of a drain is that the new server never gets a herd.
+        await asyncio.sleep(max(0.0 if k == 0 else every / 2, started + batch.at - time.monotonic()))
         members = list(itertools.islice(pending, batch.size))
         closing += [asyncio.ensure_future(close_one(ws)) for ws in members]
         timeline.record(server.name, EventKind.DRAIN, code=int(code), detail=f"closing {len(members)} "

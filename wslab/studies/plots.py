@@ -312,13 +312,12 @@ def deploy_attempts(
     for ax, (name, counts) in zip(axes[:, 0], bins.items(), strict=True):
         ax.bar(np.arange(len(counts)) * width, counts, width=width, align="edge", color="tab:blue")
         ax.axhline(max(counts, default=0), color="0.4", linestyle=":", linewidth=1)
-        ax.text(0.99, 0.9, f"{name}: peak {max(counts, default=0)}", transform=ax.transAxes, ha="right",
-                va="top", fontsize=9)
+        ax.set_title(f"{name}: at most {max(counts, default=0)} in 100 ms", fontsize=9, loc="left")
         ax.set_ylabel("handshakes")
-        ax.set_ylim(0, peak * 1.25)
+        ax.set_ylim(0, peak * 1.15)
         ax.grid(alpha=0.3)
-        _marks(ax, marks, label=ax is axes[0, 0])
-    axes[0, 0].set_title(title)
+        _marks(ax, marks, label=ax is axes[0, 0], side="left")
+    fig.suptitle(title)
     axes[-1, 0].set_xlabel("time since the old server was signalled (s)")
     axes[-1, 0].set_xlim(0, end)
     fig.tight_layout()
@@ -345,6 +344,6 @@ def close_codes(
     ax.set_ylabel("clients")
     ax.set_ylim(0, max((max(per.values(), default=0) for per in counts.values()), default=1) * 1.2)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(title="close code", fontsize=8, title_fontsize=8, loc="upper right")
+    ax.legend(title="close code", fontsize=8, title_fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
