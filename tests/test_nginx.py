@@ -349,3 +349,19 @@ async def test_without_worker_shutdown_timeout_old_tunnels_survive_a_reload():
         assert new.state is State.CLOSED and new.close_code == 1006  # read_timeout 1 s: idle, cut
         await round_trip(old)  # still carried by the old worker, with the old 60 s read_timeout
         assert set(reload.old_workers) <= set(nginx.worker_pids())  # it lingers for that tunnel
+
+
+@needs_nginx
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the socket's flags from /proc")
+async def test_nginx_inherits_a_non_blocking_listening_socket():
+    # A blocking one made a worker that lost an accept() race during a reload sit in accept() for
+    # good, never reading its order to quit: Nginx.reload then waited 10 s and failed (1 run in 6).
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        nginx = await start_nginx(lab, server)
+        # Logged on stderr, before nginx opens its error.log: 'using inherited sockets from "7;"'.
+        output = (nginx.directory / "output.log").read_text()
+        fd = int(output.split('using inherited sockets from "')[1].split(";")[0])
+        for pid in [nginx.pid, *nginx.worker_pids()]:
+            flags = int(Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+            assert flags & os.O_NONBLOCK, f"process {pid}: fd {fd} is blocking (flags {flags:o})"

@@ -145,8 +145,8 @@ class Nginx(ChildProcess):
         tells the old ones to stop accepting and quit; tunnels they carry stay
         open (until ``worker_shutdown_timeout``, if set). Returns when a new
         worker answers and every old one has logged "gracefully shutting down"
-        (it stops accepting right after) or exited: from then on, new
-        connections get the new config. With ``log_level`` above ``"notice"`` that line is not
+        (it stops accepting right after): from then on, new connections get the
+        new config. With ``log_level`` above ``"notice"`` that line is not
         logged, and only the new workers are waited for.
 
         Raises:
@@ -174,10 +174,7 @@ class Nginx(ChildProcess):
             if LEVELS.index(old_level) > LEVELS.index("notice"):
                 return True  # their "gracefully shutting down" is not logged
             quitting = self.error_log_lines("notice", containing="gracefully shutting down")
-            running = set(self.worker_pids())
-            # Logged it, or already gone (a loaded machine can take longer than worker_shutdown_timeout).
-            return all(pid not in running or any(f" {pid}#{pid}: " in line for line in quitting)
-                       for pid in old_workers)
+            return all(any(f" {pid}#{pid}: " in line for line in quitting) for pid in old_workers)
 
         await wait_until(new_workers_answer, timeout, f"{self.name}'s workers for generation {generation}")
         await wait_until(old_workers_stopped_accepting, timeout, f"{self.name}'s old workers stopping")
@@ -204,6 +201,11 @@ def _listening_socket() -> socket.socket:
     """A socket listening on 127.0.0.1, on a port the kernel picks, for nginx to inherit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what nginx sets on its own sockets
+    # Non-blocking, as nginx makes the sockets it opens itself (it leaves inherited ones as they are).
+    # A blocking one hangs a worker: during a reload, old and new workers both wake up for a new
+    # connection; the one that loses the race sits in accept() for good, and an old worker stuck
+    # there never reads its order to quit.
+    sock.setblocking(False)
     sock.bind(("127.0.0.1", 0))
     sock.listen(511)  # nginx's default backlog
     return sock
