@@ -3,7 +3,7 @@
 Prints each figure next to its target (issue 4); never fails on timing.
 
 - Once the server is back, every client is reconnected within cap + 2 s (full jitter).
-- Peak attempts per 100 ms once the server is back: full jitter at most 1/4 of no jitter.
+- The busiest 100 ms once the server is back (attempts due): full jitter at most 1/4 of no jitter.
 - The 100,000-client simulation computes in under 5 s.
 - At N = 1,000, the cumulative fraction of clients reconnected, simulated against real,
   differs by at most 0.1 at any moment (full jitter).
@@ -76,11 +76,11 @@ def main(n: int = N, workers: int = WORKERS) -> None:
         row(f"{name}: all {n} back, seconds after the server was back", f"{after:.2f} s",
             f"<= {cap + 2:.1f} s", after <= cap + 2 if name == "full" else None)
     ratio = full.peak_attempts() / max(1, plain.peak_attempts())
-    row(f"peak attempts / 100 ms: full {full.peak_attempts()}, no jitter {plain.peak_attempts()}; ratio",
-        f"{ratio:.2f}", "<= 0.25", ratio <= 0.25)
+    row(f"busiest 100 ms once back, attempts due: full {full.peak_attempts()}, no jitter {plain.peak_attempts()}; "
+        "ratio", f"{ratio:.2f}", "<= 0.25", ratio <= 0.25)
     for name, result in real.items():
-        row(f"{name}: peak accepts / s (capacity {RATE:.0f} + burst {BURST:.0f})",
-            f"{result.peak_accept_rate():.0f}", "", None)
+        row(f"{name}: busiest second, accepts (capacity {RATE:.0f}/s + burst {BURST:.0f})",
+            f"{result.peak_accepts()}", f"<= {RATE + BURST:.0f}", result.peak_accepts() <= RATE + BURST)
 
     for name, result in real.items():
         model = simulate(n, {**POLICY, **STRATEGIES[name]}, downtime=result.back_at, accept_rate=RATE,

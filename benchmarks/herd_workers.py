@@ -7,8 +7,8 @@ loop, a no-jitter wave can't start faster than that one loop opens sockets
 while it also does the server's handshakes and 503s, and a burst of accepted
 handshakes lags every client's timer, which bunches full-jitter attempts.
 Here each worker runs :func:`wslab.studies.herd.herd_member` unchanged, and reports
-its :class:`~wslab.studies.herd.HerdLog`: an attempt is counted when the client
-starts connecting, on ``time.monotonic()``, which on Linux is one clock for every
+its :class:`~wslab.studies.herd.HerdLog`: an attempt is counted when it was due
+(the client's delay ran out), on ``time.monotonic()``, which on Linux is one clock for every
 process (the lab's timeline counts from it too). The server is the same lab server, backlog
 and capacity as ``run_herd``, and its listening socket really closes for the downtime.
 The machine's cores are still shared: that remains a bound on how fast a wave starts.
@@ -109,8 +109,9 @@ async def run_herd_workers(
             reports = [json.loads(await proc.stdout.readline()) for proc in procs]
         for report in reports:  # from time.monotonic() to timeline seconds
             log.lost_at.update({int(client): at - timeline.start for client, at in report["lost_at"].items()})
-            log.attempts += [Attempt(client, started - timeline.start, ended - timeline.start, connected)
-                             for client, started, ended, connected in report["attempts"]]
+            log.attempts += [Attempt(client, due - timeline.start, started - timeline.start, ended - timeline.start,
+                                     connected)
+                             for client, due, started, ended, connected in report["attempts"]]
         for proc in procs:
             proc.stdin.write(b"close\n")
             await proc.stdin.drain()

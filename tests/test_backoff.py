@@ -120,3 +120,15 @@ def test_bad_arguments_are_explained():
 def test_strategies_are_usable():
     for kwargs in STRATEGIES.values():
         Backoff(min_delay=0.05, max_delay=2.0, **kwargs).next()
+
+
+def test_each_strategy_name_means_one_thing():
+    # "none" names a jitter (no randomness) and never a strategy; no backoff at all is "fixed".
+    assert "none" in JITTERS and "none" not in STRATEGIES
+    assert set(STRATEGIES) == {"fixed", "exponential", "full", "equal", "decorrelated"}
+    fixed = Backoff(min_delay=0.1, max_delay=2.0, **STRATEGIES["fixed"])
+    assert [fixed.next() for _ in range(5)] == [0.1] * 5
+    exponential = Backoff(min_delay=0.1, max_delay=2.0, factor=2.0, **STRATEGIES["exponential"])
+    assert [exponential.next() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
+    for name in ("full", "equal", "decorrelated"):
+        assert STRATEGIES[name]["jitter"] == name

@@ -24,8 +24,9 @@ from wslab.runtime.lab import Lab
 from wslab.runtime.programs import free_port
 from wslab.runtime.redis import REDIS, start_redis
 from wslab.runtime.timing import scaled, wait_until
-from wslab.servers.backplane import BackplaneServer, _unpack, start_backplane
+from wslab.servers.backplane import BackplaneServer, start_backplane
 from wslab.servers.process import start_server_process
+from wslab.servers.redisbus import unpack
 from wslab.servers.wire import Numbered, Resync, decode
 
 needs_redis = pytest.mark.skipif(REDIS.skip_reason() is not None, reason=str(REDIS.skip_reason()))
@@ -137,7 +138,8 @@ async def test_start_redis_tries_another_port_when_its_port_was_taken(monkeypatc
         async with Lab() as lab:
             redis = await start_redis(lab)
             assert redis.port != busy and await redis.client().ping()
-            assert lab.timeline.select(source="redis-server", kind="exited")[0].detail == f"port {busy} was taken: trying another"
+            taken = lab.timeline.select(source="redis-server", kind="exited")[0]
+            assert taken.detail == f"port {busy} was taken: trying another"
             with pytest.raises(LabError, match=f"Failed listening on port {busy}"):
                 await start_redis(lab, name="pinned", port=busy)  # a port you chose is not replaced
 
@@ -146,8 +148,8 @@ async def test_start_redis_tries_another_port_when_its_port_was_taken(monkeypatc
 
 
 def test_unpack_gives_the_number_and_the_frame_as_sent():
-    assert _unpack(b"t42 81237.500000 hello") == (42, "42 81237.500000 hello")
-    assert _unpack(b"b7 1.000000 \x00\xff") == (7, b"7 1.000000 \x00\xff")
+    assert unpack(b"t42 81237.500000 hello") == (42, "42 81237.500000 hello")
+    assert unpack(b"b7 1.000000 \x00\xff") == (7, b"7 1.000000 \x00\xff")
 
 
 @needs_redis
@@ -259,6 +261,28 @@ async def test_a_gap_older_than_the_stream_gets_resync_then_what_the_stream_hold
         ws = await lab.connect(f"{lab['p0'].url}/?last_seq={published[-1] + 50}", name="future")
         assert await recv_all(ws, 1) == [Resync(missed=None, next_seq=published[-1] + 1)]
         assert app.resyncs == 2 and app.replayed == (published[-1] - oldest + 1) + 3
+
+
+@needs_redis
+async def test_a_stream_entry_packed_some_other_way_is_skipped_and_the_replay_goes_on():
+    async with Lab() as lab:
+        redis = await start_redis(lab)
+        app = await backplane_app(lab, redis.url, "p0")
+        ours = await publish_all(app, 2)
+        # Another publisher on the same keys (an older version, say): it takes a number from the
+        # counter, as PUBLISH does, but packs the frame its own way.
+        admin = redis.client()
+        theirs = await admin.incr(app.counter)
+        await admin.xadd(app.stream, {"f": f"{theirs} packed some other way"}, id=f"0-{theirs}")
+        ours += await publish_all(app, 2)
+        await wait_until(lambda: app.last_seq == ours[-1], 5, "p0 delivered every broadcast")
+
+        ws = await lab.connect(f"{lab['p0'].url}/?last_seq=0", name="resuming")
+        assert [f.seq for f in await recv_all(ws, 4)] == ours, "replayed around the entry that is not ours"
+        live = await app.publish("live")
+        assert [f.seq for f in await recv_all(ws, 1)] == [live], "and then live: the session is not stuck"
+        ignored = [e.detail for e in lab.timeline.select(source="p0", kind="log")]
+        assert ignored == [f"ignored stream entry: not a backplane frame: b'{theirs} packed some other way'"]
 
 
 # -- Redis going away ---------------------------------------------------------------------------

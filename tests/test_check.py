@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import websockets
 
 from wslab.runtime.check import (
     Status,
@@ -19,7 +20,9 @@ from wslab.runtime.check import (
     check_python,
     check_tcp_user_timeout,
     check_version,
+    check_wslab,
 )
+from wslab.runtime.lab import Lab
 from wslab.runtime.programs import CHROMIUM, LAST_CORE_NOTEBOOK, NGINX, PROGRAMS, Program
 from wslab.runtime.timing import scaled
 
@@ -70,20 +73,44 @@ def test_a_program_only_a_later_notebook_needs_is_optional_and_passes():
     result = run_check(WSLAB_NGINX="/nonexistent/nginx")
     assert result.returncode == 0, result.stdout + result.stderr
     line = line_about(result, "nginx")
-    assert line.startswith("optional  nginx: optional for notebook 06, which skips without it")
+    assert line.startswith("optional  nginx: optional for notebooks 06, 07, which skip without it")
     assert "sudo apt install nginx-light" in line and "brew install nginx" in line
 
 
-def test_a_proxy_in_the_environment_fails_the_loopback_round_trip_and_names_no_proxy():
+def test_a_proxy_in_the_environment_is_skipped_for_loopback_and_the_check_names_no_proxy():
     # websockets sends ws:// through http_proxy, even to 127.0.0.1: a real refused proxy, on a closed port.
+    # The lab passes proxy=None for loopback URLs, so the round trip works; the line still warns,
+    # because a student's own websockets.connect() would go through that proxy and fail.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     result = run_check(http_proxy=f"http://127.0.0.1:{closed_port}")
-    assert result.returncode == 1, result.stdout + result.stderr
     line = line_about(result, "loopback round trip")
-    assert line.startswith("MISSING ") and f"127.0.0.1:{closed_port}" in line
+    assert line.startswith("ok ") and f"127.0.0.1:{closed_port}" in line, result.stdout + result.stderr
     assert "export no_proxy=127.0.0.1,localhost" in line
+
+
+async def test_a_plain_websockets_connect_really_goes_through_the_environments_proxy(monkeypatch):
+    # Why the warning above matters: without proxy=None, websockets 17 uses http_proxy even for 127.0.0.1.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        with pytest.raises(OSError):  # the refused proxy, not the listening server
+            async with websockets.connect(server.url, open_timeout=scaled(5)):
+                pass
+        ws = await lab.connect(server.url, name="lab-client")  # proxy=None: straight to the server
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
 
 
 def test_python_older_than_3_11_is_missing():
@@ -135,3 +162,24 @@ def test_every_program_is_listed_without_importing_the_modules_that_start_them()
 def test_chromium_is_core_and_nginx_is_not():
     assert CHROMIUM.core  # notebook 03
     assert not NGINX.core  # notebook 06
+
+
+def test_the_report_shows_no_local_path(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    # Notebook 00 stores the report: where this checkout or this home directory is must not show.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(os.path.join(root, "notebooks"))  # where a notebook's kernel runs
+    assert check_wslab().detail == f"from {os.path.join(os.pardir, 'wslab')}"
+    monkeypatch.chdir(root)  # where `python -m wslab check` runs
+    assert check_wslab().detail == f"from {os.path.join(os.curdir, 'wslab')}"
+    # A program found under the home directory, as Playwright's own Chromium is.
+    tool = tmp_path / "bin" / "tool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WSLAB_TEST_TOOL", str(tool))
+    program = Program("tool", needed_by=("06-a-later-notebook",), executables=(), env_var="WSLAB_TEST_TOOL")
+    item = check_program(program)
+    assert item.status == Status.OK
+    assert item.detail == f"tool found at ~{os.sep}{os.path.join('bin', 'tool')}"
+    assert str(tmp_path) not in str(item)

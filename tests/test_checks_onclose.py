@@ -2,7 +2,7 @@
 
 The verdicts are tested first on hand-made records (no browser), then the whole
 check in a real Chromium. Without a Chromium the browser tests skip on a
-laptop and fail in CI (:func:`wslab.runtime.chromium.browser_skip_reason`).
+laptop and fail in CI (:meth:`wslab.runtime.programs.Program.skip_reason`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from wslab.checks import check_onclose
 from wslab.checks.onclose import CLOSES, MEANS, WHY, CloseRun, judge
 from wslab.clients.closecodes import AfterClose, after_close
 from wslab.clients.page import CloseEvent, Decision
-from wslab.runtime.chromium import browser_skip_reason
+from wslab.runtime.programs import CHROMIUM
 from wslab.runtime.timing import scaled
 
 SOLUTION = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / "03-onclose.py"
-SKIP_REASON = browser_skip_reason()
+SKIP_REASON = CHROMIUM.skip_reason()
 needs_browser = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 
 

@@ -398,3 +398,8 @@ def test_proxy_refuse_typed_on_stdin_lasts_until_pass(running, then):
     proxy.send("quit")
     assert proxy.proc.wait(timeout=DEADLINE) == 0
     assert "Traceback" not in proxy.stderr()
+
+
+def test_serve_keepalive_is_for_the_variants_that_ping_by_themselves():
+    assert_one_line_error(run_cli("serve", "--server", "naive", "--keepalive", "1"), "--keepalive is for --server")
+    assert_one_line_error(run_cli("serve", "--server", "fixed", "--keepalive", "0"), "more than 0 seconds")

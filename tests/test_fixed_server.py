@@ -152,3 +152,11 @@ async def test_tcp_user_timeout_is_set_on_the_accepted_socket():
         async with connect(server.url) as ws:
             await asyncio.wait_for(ws.wait_closed(), scaled(2))
     assert seen == [1500]
+
+
+async def test_a_clean_close_is_timed_from_the_close_however_many_ticks_the_client_left_unread():
+    # More than 16 unread broadcasts before the client closes: websockets' default max_queue would
+    # stop it reading its socket, its close() would wait close_timeout (10 s) for the server's
+    # reply, and the removal would be timed 10 s late. survival() connects its clients without it.
+    [result] = await survival("removal", modes=("clean-close",), bounds={"clean-close": 1.0}, broadcast_every=0.002)
+    assert result.survived, f"removed after {result.removed_after} s"

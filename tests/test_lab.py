@@ -536,3 +536,33 @@ async def test_wait_listening_returns_when_a_restart_listens_again():
         ws = await lab.connect(server.url, name="client")
         await ws.send("back")
         assert await asyncio.wait_for(ws.recv(), scaled(2)) == "back"
+
+
+async def test_lab_connections_to_this_machine_never_go_through_a_proxy_from_the_environment(monkeypatch):
+    """websockets sends ws:// through http_proxy/https_proxy/all_proxy, even to 127.0.0.1: on a machine behind
+    a corporate proxy every lab connection would fail. A refused proxy stands in for one here."""
+    import socket as socket_module
+
+    from wslab.clients.reconnect import ReconnectingClient
+
+    with socket_module.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        refused = unused.getsockname()[1]  # closed again below: connecting to it is refused
+    for variable in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{refused}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        ws = await lab.connect(server.url, name="client")
+        await ws.send("direct")
+        assert await asyncio.wait_for(ws.recv(), scaled(5)) == "direct"
+        client = ReconnectingClient(server.url, name="reconnecting", timeline=lab.timeline, min_delay=0.05)
+        lab.spawn(client.run(), name="reconnecting")
+        await client.wait_open(timeout=5)
+        await client.close()

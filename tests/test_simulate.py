@@ -7,7 +7,7 @@ import wslab
 from wslab.clients.backoff import STRATEGIES
 from wslab.runtime.timing import scaled
 from wslab.studies.herd import Attempt, HerdLog, herd_result, run_herd
-from wslab.studies.simulate import AcceptLimit, simulate
+from wslab.studies.simulate import AcceptLimit, HerdResult, busiest, simulate
 
 SCALED = {"min_delay": 0.05, "max_delay": 2.0, "factor": 2.0}
 
@@ -46,6 +46,33 @@ def test_no_jitter_gives_synchronized_spikes():
     assert len(busy) < 15
 
 
+def test_busiest_counts_the_fullest_window_anywhere():
+    assert busiest([], 0.1) == 0
+    assert busiest([0.0, 0.05, 0.09, 0.1, 0.5], 0.1) == 3  # half-open: 0.1 is a window after 0.0
+    assert busiest([0.95, 1.0, 1.04], 0.1) == 3  # straddles the fixed bins [0.9, 1.0) and [1.0, 1.1)
+    assert busiest([0.5, 0.2, 0.25], 0.1) == 2  # in any order
+    assert busiest([0.0, 0.01, 0.02, 1.0], 0.1, since=0.5) == 1  # only from `since` on
+
+
+def test_float_sums_land_in_the_bin_they_mean():
+    result = HerdResult(n=1, back_at=0.0)
+    t = 0.0
+    for _ in range(8):  # a fixed retry every 0.1 s: 0.1, 0.2, 0.30000000000000004, ..., 0.7999999999999999
+        t += 0.1
+        result.attempt_times.append(t)
+    assert list(result.per_bin(0.1)) == [0] + [1] * 8  # one a bin, none piled up by rounding
+    assert busiest(result.attempt_times, 0.1) == 1
+
+
+def test_peaks_count_what_they_say():
+    result = HerdResult(n=4, back_at=1.0)
+    result.attempt_times.extend([0.1, 0.11, 0.12, 0.13, 1.0, 1.05, 1.5])  # a wave before the server was back
+    result.accepted_at.extend([1.0, 1.05, 1.5, 2.2])
+    assert result.peak_attempts() == 2  # the busiest 100 ms once back, not the wave at 0.1 s
+    assert result.peak_accepts() == 3  # the busiest second: 1.0 to 2.0
+    assert result.peak_accepts(window=2.0) == 4
+
+
 def test_full_jitter_lowers_the_peak():
     none, full = run("exponential"), run("full")
     assert full.peak_attempts() <= none.peak_attempts() / 4
@@ -53,7 +80,7 @@ def test_full_jitter_lowers_the_peak():
 
 
 def test_the_server_never_accepts_beyond_its_capacity():
-    result = run("none", accept_rate=200.0, burst=20.0)
+    result = run("fixed", accept_rate=200.0, burst=20.0)
     # in any 100 ms: the burst plus 100 ms of the rate (a bin can straddle a refill)
     assert max(result.per_bin(0.1, ok=True)) <= 20 + 200 * 0.1 + 1
     assert result.completion_time >= 1.0 + (result.n - 20) / 200 - 0.05
@@ -75,19 +102,20 @@ def test_accept_limit_is_a_token_bucket():
 def test_a_herd_log_becomes_times_since_the_outage():
     log = HerdLog(clock=lambda: 0.0)
     log.lost_at = {0: 100.1, 1: 100.2}  # the outage began at 100, the server was back at 101
-    log.attempts = [
-        Attempt(1, 100.5, 100.501, False),  # refused: the server was down
-        Attempt(0, 101.2, 101.25, True),
-        Attempt(1, 101.3, 101.3, False),  # 503: the server was busy
+    log.attempts = [  # client, due, started, ended, connected
+        Attempt(1, 100.5, 100.5, 100.501, False),  # refused: the server was down
+        Attempt(0, 101.2, 101.21, 101.25, True),  # the loop started it 10 ms late
+        Attempt(1, 101.15, 101.3, 101.3, False),  # 503: the server was busy; due before client 0's
     ]
     log.accepted = [101.25]
     result = herd_result(log, 3, outage_at=100.0, back_at=101.0, label="x")
     assert result.back_at == 1.0 and result.label == "x"
     assert [round(t, 6) for t in result.lost[:2]] == [0.1, 0.2]
     assert math.isnan(result.lost[2])  # client 2 never reported
-    assert [round(t, 6) for t in result.attempt_times] == [0.5, 1.2, 1.3]  # in the order they started
-    assert list(result.attempt_ok) == [0, 1, 0]
-    assert [round(d, 6) for d in result.durations] == [0.001, 0.05, 0.0]
+    assert [round(t, 6) for t in result.attempt_times] == [0.5, 1.15, 1.2]  # when due, in that order
+    assert list(result.attempt_ok) == [0, 0, 1]
+    assert [round(d, 6) for d in result.lags] == [0.0, 0.15, 0.01]
+    assert [round(d, 6) for d in result.durations] == [0.001, 0.0, 0.04]
     assert round(result.reconnected[0], 6) == 1.25 and math.isnan(result.reconnected[1])
     assert not result.all_back and math.isinf(result.completion_time)
     assert [round(t, 6) for t in result.accepted_at] == [1.25]
@@ -98,9 +126,9 @@ def test_a_herd_log_stamps_reports_with_its_clock():
     log = HerdLog(clock=lambda: now[0])
     log.lost(3)
     now[0] = 6.0
-    log.attempt(3, 5.5, connected=True)
+    log.attempt(3, 5.4, 5.5, connected=True)
     assert log.lost_at == {3: 5.0}
-    assert log.attempts == [Attempt(3, 5.5, 6.0, True)]
+    assert log.attempts == [Attempt(3, 5.4, 5.5, 6.0, True)]
 
 
 def test_a_small_real_herd_reconnects_and_the_model_follows_it():

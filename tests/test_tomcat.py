@@ -28,6 +28,7 @@ from wslab import Lab, LabError
 from wslab.faults import netns
 from wslab.faults.netns import TIMED_OUT, host_network, run_vanish, vanish_skip_reason
 from wslab.faults.proxy import start_proxy
+from wslab.runtime import programs
 from wslab.runtime.programs import Program
 from wslab.runtime.timing import scaled, wait_until
 from wslab.runtime.tomcat import INSTALL, compile_java, launch_tomcat, tomcat_skip_reason
@@ -97,8 +98,14 @@ def test_no_namespaces_says_so_in_one_line(monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(Program, "find", lambda self: "/usr/bin/unshare")
-    monkeypatch.setattr(netns, "_namespace_error", lambda: "unshare: unshare failed: Operation not permitted")
-    reason = netns.UNSHARE.skip_reason()
+    # What unshare says where namespaces are forbidden; programs.py asks it once (functools.cache).
+    refused = subprocess.CompletedProcess([], 1, "", "unshare: unshare failed: Operation not permitted\n")
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: refused)
+    programs._namespaces_work.cache_clear()
+    try:
+        reason = netns.UNSHARE.skip_reason()
+    finally:
+        programs._namespaces_work.cache_clear()  # the tests after this one ask the real unshare
     assert "cannot create a network namespace here (unshare: unshare failed: Operation not permitted)" in reason
     assert "run as root, or allow unprivileged user namespaces" in reason
 
@@ -313,7 +320,10 @@ def _command(pid: int) -> str:
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and text in _command(int(entry.name))]
+    return [
+        int(entry.name) for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and text in _command(int(entry.name))
+    ]
 
 
 @needs_tomcat

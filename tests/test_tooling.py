@@ -19,14 +19,7 @@ NOTEBOOK_FILES = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("notebooks/
 
 # Notebooks whose code cells still have ruff findings, and which: their authors fix them, then
 # delete the entry (the test fails while a clean notebook is still listed here).
-NOT_YET_CLEAN = {
-    "00-setup-check.ipynb": "E501",
-    "01-reproduce-the-broken-pipe.ipynb": "I001, F401, E501, B905, E741",
-    "02-fix-remove-dead-sessions.ipynb": "I001, B905, E501, B007",
-    "04-reconnect.ipynb": "I001, E731, E702, B905, E501",
-    "05-reconnect-timings.ipynb": "I001, E501",
-    "02-fixed-handler.py": "B007",
-}
+NOT_YET_CLEAN: dict[str, str] = {}
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

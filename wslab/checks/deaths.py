@@ -195,7 +195,9 @@ async def break_links(break_link: Callable[..., Any]) -> list[LinkRun]:
                    for how in ("reset", "vanished", "healthy")}
         runs = {how: LinkRun(how) for how in victims}
         for how in ("reset", "vanished"):
-            runs[how].error = await _call_break_link(break_link, proxy, victims[how].proxy_conn, how)
+            link = victims[how].proxy_conn
+            assert link is not None  # connect_victim went through the proxy: it knows the link's label
+            runs[how].error = await _call_break_link(break_link, proxy, link, how)
         # An RST (or a FIN) reaches the server at once on loopback: give it a generous moment.
         with contextlib.suppress(WaitTimeout):
             await wait_until(lambda: victims["reset"].server_ws.state is State.CLOSED, SEE_DEATH, "the reset")
@@ -213,7 +215,9 @@ async def break_links(break_link: Callable[..., Any]) -> list[LinkRun]:
 
 @dataclass
 class ReportRun:
-    """Round 2, as recorded: which session each client got, what stale_sessions returned. All :func:`judge_report` needs.
+    """Round 2, as recorded: which session each client got, and what stale_sessions returned.
+
+    All that :func:`judge_report` needs.
 
     Attributes:
         sessions: Each client's death (``"healthy"``, ``"clean-close"``, ...) -> its session id.

@@ -140,7 +140,8 @@ def _judge_control(run: CloseRun) -> Case:
 
 async def _actions(ws: ServerConnection) -> None:
     """The server under test: the close the page asks for in the URL's path."""
-    match ws.request.path:
+    # A handler runs after the handshake, so request is set; websockets types it as optional.
+    match ws.request.path if ws.request else "":
         case "/1000":
             await ws.close(1000, "done")
         case "/1008":

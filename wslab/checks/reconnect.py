@@ -56,15 +56,8 @@ from ..runtime.timing import scaled, wait_until
 from .report import Case, Report, describe_error
 
 __all__ = [
-    "BACK_WITHIN",
-    "CASES",
-    "MAX_ATTEMPTS_PER_SECOND",
-    "Call",
-    "CaseRun",
-    "FunctionPolicy",
-    "check_reconnect_policy",
-    "judge",
-    "peak_attempts",
+    "BACK_WITHIN", "CASES", "MAX_ATTEMPTS_PER_SECOND", "Call", "CaseRun", "FunctionPolicy", "check_reconnect_policy",
+    "judge", "peak_attempts",
 ]
 
 Decide = Callable[[int | None, int], Any]

@@ -1,6 +1,6 @@
-"""Checks for the notebooks' exercises: run the student's code for real, say pass or fail with a hint.
+"""Notebook 02's check: your handler against four real deaths, and a healthy client that must stay.
 
-Notebook 02's exercise::
+The exercise::
 
     sessions = {}
 
@@ -8,46 +8,65 @@ Notebook 02's exercise::
         ...  # your fixed handler
 
     result = await wslab.checks.check_handler(handler, sessions)
-    result            # one line per failure mode: PASS, or FAIL with a hint
-    assert result.passed
+    result            # one row per case: PASS, or FAIL with a hint
 
-A check never prints a traceback: a handler that raises is reported in one
-line, in the row of the failure mode where it happened.
+The check serves your handler behind the fault proxy and connects five
+clients. Four die for real, one per failure mode (a clean close, a killed
+process, an RST, a peer that vanished); a fifth, the **healthy control**,
+stays connected and answers every ping. A dead client's case passes when its
+session leaves your map in time *and* its connection is really closed: a
+session forgotten while its connection stays open still holds a socket,
+buffers and a handler. The control passes when its session stays in the
+map, open, for the whole check: dropping everyone would otherwise pass.
 
-A check runs in three steps, so that each can change on its own:
-:func:`start_victims` (setup: your handler behind the fault proxy, one doomed
-client per failure mode), :func:`watch_mode` (run: inflict the failure and
-record what your session map did), and :func:`verdict` (analysis: pass or
-fail with a hint, from that record alone; no sockets, tested on its own).
+Anything your handler, or a task it started, raises is reported in one line
+in the row of the connection it happened on, even when the session was
+removed: a ``KeyError`` from removing a session twice is a bug too.
+
+A check runs in three steps, so that each can change on its own: setup
+(:func:`start_control`, :func:`start_victims`), run (:func:`watch_control`,
+:func:`watch_victim`: inflict the deaths, record what your map and
+connections did) and analysis (:func:`verdict`: pass or fail with a hint,
+from that record alone; no sockets, tested on its own).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
+import logging
+import math
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
+from websockets.protocol import State
 
 from ..faults.failures import FAILURE_MODES, Victim, connect_victim, inflict
-from ..faults.proxy import start_proxy
+from ..faults.proxy import FaultProxy, start_proxy
 from ..runtime.errors import LabError, WaitTimeout
 from ..runtime.lab import Handler, Lab, LabServer
-from ..runtime.timeline import EventKind, Timeline
-from ..runtime.timing import scaled, wait_until
+from ..runtime.timing import CLOSE_DEADLINE, scaled, wait_until
 from ..servers import ServerApp
+from .report import Case, Report
+from .watcher import HandlerWatcher
 
-__all__ = ["HINTS", "CheckResult", "ModeCheck", "ModeRun", "check_handler", "start_victims", "verdict", "watch_mode"]
+__all__ = [
+    "CONTROL", "HINTS", "CaseRun", "check_handler", "start_control", "start_victims", "verdict", "watch_control",
+    "watch_victim",
+]
 
-# What a handler keeps its sessions in: a dict with connections as values, or a set (or list) of them.
-Sessions = Mapping[Any, ServerConnection] | Collection[ServerConnection]
+CONTROL = "healthy"  # the case name of the client that must stay
 
+# What a handler keeps its sessions in: a dict (connections as values, or as keys), or a set (or list) of them.
+Sessions = Mapping[Any, Any] | Collection[ServerConnection]
+
+# The hints, one per mistake. A hint says what happened, then what to do.
 NEVER_APPEARED = "the connection never appeared in sessions: add ws to it when the handler starts"
-
-# What to fix when a session outlives its client, per failure mode.
 HINTS = {
     "clean-close": (
         "the client closed cleanly (code 1000) and its session stayed in the map: "
@@ -64,150 +83,309 @@ HINTS = {
     "vanished": (
         "the client vanished (no FIN, no RST) and its session stayed in the map for over {bound:g} s: "
         "nothing will ever arrive, so ping it every ping_interval and, when no pong comes within "
-        "ping_timeout, call ws.transport.abort() and remove the session"
+        "ping_timeout, call ws.transport.abort(); the finally block then removes the session"
+    ),
+    # The vanished client was pinged, but the pong was never waited for with a deadline.
+    "pong-not-awaited": (
+        "{pings} ping(s) to the vanished client went unanswered and it stayed for over {bound:g} s: "
+        "`await ws.ping()` returns as soon as the ping is sent; it returns a future that completes when "
+        "the pong comes: wait for that future with a deadline (asyncio.timeout), and abort when it runs out"
+    ),
+    "close-not-abort": (
+        "its connection is still CLOSING {bound:g} s after the client died: close() waits for a closing "
+        "handshake that a dead peer never sends (close_timeout, 10 s by default); call ws.transport.abort()"
+    ),
+    "still-open": (
+        "its session left the map but its connection is still open: the socket, its buffers and your "
+        "handler live on; call ws.transport.abort(), and let the finally block remove the session"
+    ),
+    "closed-but-kept": (
+        "its connection was closed but the session stayed in the map: remove it in a finally block "
+        "around the receive loop"
+    ),
+    "dropped-early": (
+        "your handler dropped this client before it died (it had answered every ping): see the healthy case"
+    ),
+    # The control.
+    "control-pong": (
+        "the healthy client was dropped within {gap_ms:.0f} ms of your ping, before its pong could come back: "
+        "`await ws.ping()` returns as soon as the ping is sent; wait for the pong, the future it returns, "
+        "with a deadline: `async with asyncio.timeout(...): await (await ws.ping())`"
+    ),
+    "control-dropped": (
+        "the healthy client answers every ping, yet it was dropped ({how}) {after:.1f} s after it connected: "
+        "drop a client only when its pong doesn't come within the deadline"
     ),
 }
+KEY_ERROR_HINT = " (removing a session twice? sessions.pop(key, None) does nothing the second time)"
+# Only a task can raise this to the check: a handler may end with ConnectionClosed.
+CLOSED_IN_TASK_HINT = " (catch ConnectionClosed in your task: the connection can end at any await)"
+
+# A drop this soon after a ping reached the healthy client cannot have waited for its pong.
+PONG_GAP = 0.05
 
 
 @dataclass
-class ModeCheck:
-    """The verdict for one failure mode."""
-
-    mode: str
-    passed: bool
-    message: str  # "session removed", a hint, or the one-line error
-    removed_after: float | None = None  # seconds from the failure to the removal
-
-    def __str__(self) -> str:
-        return f"{'PASS' if self.passed else 'FAIL'}  {self.mode:<11}  {self.message}"
-
-
-@dataclass
-class CheckResult:
-    """Per failure mode, pass or fail with a hint. ``passed`` is True when every mode passed."""
-
-    checks: list[ModeCheck]
-
-    @property
-    def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
-
-    @property
-    def failed_modes(self) -> list[str]:
-        return [check.mode for check in self.checks if not check.passed]
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        verdict = "all failure modes pass" if self.passed else f"failing: {', '.join(self.failed_modes)}"
-        return "\n".join([str(check) for check in self.checks] + [verdict])
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td style='color:{'green' if c.passed else 'red'}'><b>{'PASS' if c.passed else 'FAIL'}</b></td>"
-            f"<td>{html.escape(c.mode)}</td><td style='text-align:left'>{html.escape(c.message)}</td></tr>"
-            for c in self.checks
-        )
-        verdict = "all failure modes pass" if self.passed else f"failing: {', '.join(self.failed_modes)}"
-        return f"<table><tbody>{rows}</tbody></table><p>{html.escape(verdict)}</p>"
-
-
-@dataclass
-class ModeRun:
-    """What happened to one failure mode's client, as recorded: all a :func:`verdict` needs.
+class CaseRun:
+    """What happened to one case's client, as recorded: all a :func:`verdict` needs.
 
     Attributes:
-        mode: The failure mode.
+        name: ``"healthy"`` or a failure mode.
         setup_error: Why its client could not even be set up (one line), if so.
         appeared: Whether its connection showed up in the session map.
-        removed_after: Seconds from the failure until the session left the map;
-            None if it was still there at the deadline (or the failure never happened).
-        handler_error: What the handler raised on this connection (one line), if it did.
+        dropped_early: A dying client's session left the map, or its connection
+            closed, before the client died.
+        removed_after: Seconds from the death until the session left the map (for
+            the control: from connecting until it was dropped); None if it stayed.
+        state: The server's side of the connection at the end: ``"open"``,
+            ``"closing"`` or ``"closed"``.
+        errors: What the handler, or a task it started, raised on this
+            connection: one line each.
+        pings: Vanished client: pings still unanswered at the end. Control:
+            pings it received.
+        ping_gap: Control only: seconds between the drop and the ping it
+            received nearest to it (None: it received no ping).
+        drop: Control only: how it was dropped, e.g. ``"removed from the map"``.
+        watched: Control only: seconds it was watched.
     """
 
-    mode: str
+    name: str
     setup_error: str | None = None
     appeared: bool = False
+    dropped_early: bool = False
     removed_after: float | None = None
-    handler_error: str | None = None
+    state: str = "open"
+    errors: list[str] = field(default_factory=list)
+    pings: int = 0
+    ping_gap: float | None = None
+    drop: str = ""
+    watched: float = 0.0
 
 
-def verdict(run: ModeRun, bound: float) -> ModeCheck:
-    """Pass or fail for one failure mode, with the hint that names what still fails. Pure: no I/O.
+def verdict(run: CaseRun, bound: float) -> Case:
+    """Pass or fail for one case, with the hint that names what still fails. Pure: no I/O.
 
-    ``bound`` is the deadline the session had to leave the map within (for the hint).
+    ``bound`` is how long the session had to leave the map (for the control:
+    how long it had to stay).
     """
+    measured = {"removed_after": run.removed_after, "state": run.state}
+    if run.errors:  # an exception is a bug even when the session went: report it first
+        more = f" (and {len(run.errors) - 1} more)" if len(run.errors) > 1 else ""
+        return Case(run.name, False, run.errors[0] + more, measured)
     if run.setup_error is not None:
-        return ModeCheck(run.mode, False, run.handler_error or run.setup_error)
+        return Case(run.name, False, run.setup_error, measured)
     if not run.appeared:
-        return ModeCheck(run.mode, False, run.handler_error or NEVER_APPEARED)
-    if run.removed_after is None:
-        return ModeCheck(run.mode, False, run.handler_error or HINTS[run.mode].format(bound=bound))
-    return ModeCheck(run.mode, True, "session removed", run.removed_after)
+        return Case(run.name, False, NEVER_APPEARED, measured)
+    if run.name == CONTROL:
+        return _control_verdict(run, bound, measured)
+    if run.dropped_early:
+        return Case(run.name, False, HINTS["dropped-early"], measured)
+    removed = run.removed_after is not None
+    if removed and run.state == "closed":
+        how = "aborted" if run.name == "vanished" else "closed"
+        return Case(run.name, True, f"session removed after {run.removed_after:.2f} s, connection {how}", measured)
+    if run.state == "closing":
+        return Case(run.name, False, HINTS["close-not-abort"].format(bound=bound), measured)
+    if removed:
+        return Case(run.name, False, HINTS["still-open"], measured)
+    if run.state == "closed" and run.name == "vanished":
+        return Case(run.name, False, HINTS["closed-but-kept"], measured)
+    if run.name == "vanished" and run.pings:
+        return Case(run.name, False, HINTS["pong-not-awaited"].format(pings=run.pings, bound=bound), measured)
+    return Case(run.name, False, HINTS[run.name].format(bound=bound), measured)
+
+
+def _control_verdict(run: CaseRun, bound: float, measured: dict[str, Any]) -> Case:
+    if run.removed_after is None and run.state == "open":
+        pings = f"answering {run.pings} ping{'s' if run.pings != 1 else ''}" if run.pings else "never pinged"
+        return Case(CONTROL, True, f"stayed in the map and open for the whole check, over {bound:g} s ({pings})",
+                    {**measured, "watched": run.watched})
+    if run.ping_gap is not None and run.ping_gap < PONG_GAP:
+        return Case(CONTROL, False, HINTS["control-pong"].format(gap_ms=math.ceil(run.ping_gap * 1000)), measured)
+    after = run.removed_after or 0.0
+    return Case(CONTROL, False, HINTS["control-dropped"].format(how=run.drop, after=after), measured)
 
 
 def _holds(sessions: Sessions, ws: ServerConnection) -> bool:
-    return ws in (sessions.values() if isinstance(sessions, Mapping) else sessions)
+    if isinstance(sessions, Mapping):
+        return ws in sessions.values() or ws in sessions
+    return ws in sessions
 
 
-def _handler_error(timeline: Timeline, server: str, conn: str | None = None) -> str | None:
-    """The first error the handler raised (on ``conn``, or on any connection), as one line."""
-    for event in timeline.select(source=server, kind=EventKind.HANDLER_ERROR, conn=conn):
-        return event.detail
-    return None
+class _ClientLog(logging.Handler):
+    """When a client received each ping, and when its connection stopped being open: from websockets' debug log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.pings: list[float] = []
+        self.closed_at: float | None = None  # loop time
+
+    def emit(self, record: logging.LogRecord) -> None:
+        arg = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if record.msg == "< %s" and getattr(arg, "opcode", None) is Opcode.PING:
+            self.pings.append(asyncio.get_running_loop().time())
+        elif record.msg == "= connection is %s" and arg in ("CLOSING", "CLOSED") and self.closed_at is None:
+            self.closed_at = asyncio.get_running_loop().time()
+
+
+@dataclass
+class Control:
+    """The healthy client: connected through the proxy, answers every ping, must stay."""
+
+    client: ClientConnection
+    server_ws: ServerConnection
+    log: _ClientLog
+    connected_at: float  # loop time
+
+
+# -- setup ---------------------------------------------------------------------------------------------
+
+
+async def start_control(
+    lab: Lab, watcher: HandlerWatcher, sessions: Sessions, **serve_options: Any
+) -> tuple[LabServer, FaultProxy, Control | str]:
+    """Setup: serve the handler behind a fault proxy, and connect the healthy client.
+
+    The control is connected first and watched from then on, while the others
+    connect: it must outlive them all. If it cannot be set up, the reason in one line.
+    """
+    server = await lab.serve(watcher.handle, name="yours", **serve_options)
+    proxy = await start_proxy(lab, server, name="yours-proxy")
+    control = await _connect_control(lab, watcher, proxy)
+    if isinstance(control, Control):
+        await _wait_appearing(sessions, control.server_ws, watcher)
+    return server, proxy, control
 
 
 async def start_victims(
-    lab: Lab, handler: Handler, modes: Iterable[str], **serve_options: Any
-) -> tuple[LabServer, dict[str, Victim | str]]:
-    """Setup: serve ``handler`` behind a fault proxy and connect one client per mode, each about to die.
+    lab: Lab, watcher: HandlerWatcher, sessions: Sessions, server: LabServer, proxy: FaultProxy, modes: Iterable[str]
+) -> dict[str, Victim | str]:
+    """Setup: connect one client per mode, each about to die; each must show up in ``sessions`` within 1 s.
 
-    A mode whose client could not be connected maps to the reason, in one line.
+    A client that could not be set up maps to the reason, in one line.
     """
-    server = await lab.serve(handler, name="yours", **serve_options)
-    proxy = await start_proxy(lab, server, name="yours-proxy")
     victims: dict[str, Victim | str] = {}
-    for mode in modes:
-        error = _handler_error(lab.timeline, server.name)
-        if error:  # the handler already crashed: don't wait for another client to show up
-            victims[mode] = error
+    # The killed client is a new Python process, slow to start: connect it first, so that every
+    # client dies soon after it connected.
+    for mode in sorted(modes, key=lambda mode: mode != "killed"):
+        if watcher.errors:  # the handler crashes: don't wait for yet another client to show up
+            victims[mode] = "not tried: the handler crashed on an earlier client (see its row)"
             continue
         try:
-            victims[mode] = await connect_victim(lab, server, mode, proxy=proxy, name=f"check-{mode}", deadline=5.0)
+            victims[mode] = await connect_victim(lab, server, mode, proxy=proxy, name=f"check-{mode}", deadline=5.0,
+                                                 max_queue=None)  # see _connect_control
         except LabError as exc:
             victims[mode] = str(exc)
-    return server, victims
+            continue
+        victim = victims[mode]
+        assert isinstance(victim, Victim)
+        await _wait_appearing(sessions, victim.server_ws, watcher)
+    return victims
 
 
-async def watch_mode(
-    lab: Lab, server: LabServer, sessions: Sessions, mode: str, victim: Victim | str, bound: float
-) -> ModeRun:
-    """Run: wait for the client's session to appear, inflict its death, wait ``bound`` s for the removal.
+def _is_closed(ws: ServerConnection) -> bool:
+    # A function, not an inline test: the state changes while we wait, which a type checker can't see.
+    return ws.state is State.CLOSED
+
+
+async def _connect_control(lab: Lab, watcher: HandlerWatcher, proxy: FaultProxy) -> Control | str:
+    log = _ClientLog()
+    logger = logging.Logger("wslab.check.healthy", level=logging.DEBUG)  # not registered: goes with the check
+    logger.addHandler(log)
+    before = len(watcher.started)
+    try:
+        # max_queue=None: nobody reads this client's messages; if your handler sends some, websockets
+        # must not stop reading the socket after 16 of them, or it would stop answering pings too.
+        client = await lab.connect(proxy.url, name=f"check-{CONTROL}", logger=logger, max_queue=None)
+        # The handler's own record, not server.connections: a handler that crashes at once closes it.
+        await wait_until(lambda: len(watcher.started) > before, 5.0, "the healthy client's handler starting")
+    except LabError as exc:
+        return str(exc)
+    return Control(client, watcher.started[before], log, asyncio.get_running_loop().time())
+
+
+async def _wait_appearing(sessions: Sessions, ws: ServerConnection, watcher: HandlerWatcher) -> None:
+    with contextlib.suppress(WaitTimeout):
+        await wait_until(lambda: _holds(sessions, ws) or ws in watcher.ended, 1.0, "the session appearing")
+
+
+# -- run -----------------------------------------------------------------------------------------------
+
+
+async def watch_victim(
+    lab: Lab, watcher: HandlerWatcher, sessions: Sessions, mode: str, victim: Victim | str, bound: float
+) -> CaseRun:
+    """Run: inflict the client's death, then watch ``bound`` s for its session to go and its connection to close.
 
     Records what happened and judges nothing: that is :func:`verdict`'s job.
     """
     if isinstance(victim, str):
-        return ModeRun(mode, setup_error=victim, handler_error=_handler_error(lab.timeline, server.name))
-    run = ModeRun(mode)
+        return CaseRun(mode, setup_error=victim)
+    ws = victim.server_ws
+    run = CaseRun(mode, appeared=_holds(sessions, ws) or ws in watcher.ended)
+    if not run.appeared or not _holds(sessions, ws) or ws.state is not State.OPEN:
+        run.dropped_early = run.appeared
+        run.state = ws.state.name.lower()
+        return run
+    await inflict(lab, victim)
+    seen: dict[str, float] = {}
 
-    def held() -> bool:
-        return _holds(sessions, victim.server_ws)
-
-    def crashed() -> bool:
-        return _handler_error(lab.timeline, server.name, victim.conn) is not None
+    def removed_and_closed() -> bool:
+        now = lab.timeline.now()
+        if not _holds(sessions, ws):
+            seen.setdefault("removed", now)
+        if _is_closed(ws):
+            seen.setdefault("closed", now)
+        return len(seen) == 2
 
     with contextlib.suppress(WaitTimeout):
-        await wait_until(lambda: held() or crashed(), 1.0, "the session appearing")
-    run.appeared = held()
-    if run.appeared:
-        await inflict(lab, victim)
+        await wait_until(removed_and_closed, bound, "the session's removal and the connection's end")
+    if _is_closed(ws):  # let the handler's finally block run: what it raises counts too
         with contextlib.suppress(WaitTimeout):
-            await wait_until(lambda: not held(), bound, "the session's removal")
-            run.removed_after = lab.timeline.now() - (victim.fault_at or 0.0)
-    run.handler_error = _handler_error(lab.timeline, server.name, victim.conn)
+            await wait_until(lambda: ws in watcher.ended, CLOSE_DEADLINE, "the handler's end")
+    if "removed" in seen:
+        run.removed_after = seen["removed"] - (victim.fault_at or 0.0)
+    run.state = ws.state.name.lower()
+    run.pings = len(ws.pending_pings) if ws.state is State.OPEN else 0
+    return run
+
+
+async def watch_control(
+    watcher: HandlerWatcher, sessions: Sessions, control: Control | str, *, at_least: float, until: asyncio.Event,
+    deadline: float,
+) -> CaseRun:
+    """Run: watch the healthy client until it is dropped, or for ``at_least`` s and until ``until`` is set."""
+    if isinstance(control, str):
+        return CaseRun(CONTROL, setup_error=control)
+    ws = control.server_ws
+    run = CaseRun(CONTROL, appeared=_holds(sessions, ws) or ws in watcher.ended)
+    if not run.appeared:
+        return run
+    loop = asyncio.get_running_loop()
+
+    def dropped() -> bool:
+        return not _holds(sessions, ws) or ws.state is not State.OPEN
+
+    def done() -> bool:
+        return dropped() or (until.is_set() and loop.time() - control.connected_at >= at_least)
+
+    with contextlib.suppress(WaitTimeout):
+        await wait_until(done, deadline, "the end of the check")
+    now = loop.time()
+    run.watched = now - control.connected_at
+    run.state = ws.state.name.lower()
+    log = control.log
+    if dropped():
+        await asyncio.sleep(PONG_GAP)  # a ping sent just before the drop may still be on its way to the client
+        # The client logs its connection's end within a millisecond; polling the map is coarser.
+        dropped_at = min(now, log.closed_at or now)
+        run.removed_after = dropped_at - control.connected_at
+        run.drop = " and ".join(
+            how for how, yes in (("removed from the map", not _holds(sessions, ws)),
+                                 (f"connection {run.state}", ws.state is not State.OPEN)) if yes
+        )
+        run.ping_gap = min(abs(dropped_at - t) for t in log.pings) if log.pings else None
+    run.pings = len(log.pings)
     return run
 
 
@@ -218,14 +396,18 @@ async def check_handler(
     modes: Iterable[str] = FAILURE_MODES,
     within: float = 1.0,
     vanished_within: float = 2.0,
+    healthy_for: float = 2.0,
     **serve_options: Any,
-) -> CheckResult:
-    """Run ``handler`` behind the fault proxy; let one client die by each failure mode.
+) -> Report:
+    """Run ``handler`` behind the fault proxy; one client stays healthy, one dies by each failure mode.
 
-    A mode passes when the dead client's connection leaves ``sessions``
-    within ``within`` seconds (``vanished_within`` for a vanished peer).
-    Both bounds are multiplied by ``WSLAB_TIMEOUT_FACTOR``
-    (:func:`~wslab.runtime.timing.scaled`), for slow machines.
+    A dead client's case passes when its session leaves ``sessions`` within
+    ``within`` seconds (``vanished_within`` for a vanished peer) and its
+    connection is closed by then. The healthy case passes when its session
+    stays in the map, open, for at least ``healthy_for`` seconds and until the
+    other cases are done. The two deadlines are multiplied by
+    ``WSLAB_TIMEOUT_FACTOR`` (:func:`~wslab.runtime.timing.scaled`), for slow
+    machines. Takes about ``vanished_within`` + 1.5 seconds.
 
     Args:
         handler: Your ``async def handler(ws)``, or a server app with its
@@ -244,10 +426,31 @@ async def check_handler(
         raise LabError(f"check_handler needs an async function handler(ws), not {type(handler).__name__}")
     modes = list(modes)
     bounds = {mode: vanished_within if mode == "vanished" else within for mode in modes}
+    watcher = HandlerWatcher(handler, {KeyError: KEY_ERROR_HINT, ConnectionClosed: CLOSED_IN_TASK_HINT})
     async with Lab() as lab:
-        server, victims = await start_victims(lab, handler, modes, **serve_options)
-        runs = await asyncio.gather(
-            *(watch_mode(lab, server, sessions, mode, victims[mode], bounds[mode]) for mode in modes)
-        )
-        server.abort_connections()  # the clients are dead: no handshakes to wait for
-    return CheckResult([verdict(run, scaled(bounds[run.mode])) for run in runs])
+        with watcher.watching_tasks():
+            server, proxy, control = await start_control(lab, watcher, sessions, **serve_options)
+            victims_done = asyncio.Event()
+            control_run = asyncio.ensure_future(watch_control(
+                watcher, sessions, control, at_least=healthy_for, until=victims_done,
+                deadline=healthy_for + max(bounds.values(), default=0.0) + 10.0,
+            ))
+            try:
+                victims = await start_victims(lab, watcher, sessions, server, proxy, modes)
+                runs = await asyncio.gather(
+                    *(watch_victim(lab, watcher, sessions, mode, victims[mode], bounds[mode]) for mode in modes)
+                )
+                victims_done.set()
+                runs = [await control_run, *runs]
+            finally:
+                control_run.cancel()  # only if something above failed: it is done otherwise
+            watcher.collect_task_errors()
+            clients = {CONTROL: control, **victims}
+            for run in runs:  # what was raised while the case was watched, not when the check ends it
+                client = clients[run.name]
+                if not isinstance(client, str):
+                    run.errors = list(watcher.errors.get(client.server_ws, []))
+            server.abort_connections()  # the clients are dead or done: no handshakes to wait for
+            await watcher.stop_tasks()
+    # The control's bound is a minimum to stay, not a deadline: it is not scaled.
+    return Report([verdict(run, healthy_for if run.name == CONTROL else scaled(bounds[run.name])) for run in runs])

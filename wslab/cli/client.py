@@ -42,7 +42,8 @@ def add_client(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--min-delay", type=seconds, default=1.0, metavar="S", help="first reconnect delay (default: 1)")
     p.add_argument("--max-delay", type=seconds, default=30.0, metavar="S", help="longest delay (default: 30)")
     p.add_argument("--factor", type=float, default=1.5, help="delay growth per failed attempt (default: 1.5)")
-    p.add_argument("--jitter", choices=JITTERS, default="none", help="random spread of the delays (default: none)")
+    p.add_argument("--jitter", choices=JITTERS, default="none",
+                   help="random spread of the delays; none: the same delays on every client (default: none)")
     p.add_argument("--seed", type=int, default=None, help="seed for the jitter, to replay a run")
     p.add_argument("--open-timeout", type=seconds, default=2.0, metavar="S", help="time for one attempt (default: 2)")
     p.add_argument("--max-retries", type=count, default=None, metavar="N",

@@ -7,12 +7,16 @@ import asyncio
 import os
 import sys
 import textwrap
+from typing import Any
 
 from ..runtime.lab import Lab
 from ..runtime.redis import start_redis
 from ..servers import SERVERS, BackplaneServer, ReplayServer, make_app, start_app, start_backplane
 from ..servers.drain import drain
 from .common import Parser, PrintingTimeline, fail, port, print_line, run_async, seconds, size, stop_on_signals
+
+# The variants that ping their clients themselves (FixedServer's keepalive), and take --keepalive.
+PINGING = ("keepalive", "fixed", "backplane")
 
 
 def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
@@ -46,6 +50,11 @@ def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
         help="add BYTES random bytes to each broadcast, to fill a stalled client's buffers (default: 0)",
     )
     p.add_argument(
+        "--keepalive", type=seconds, default=None, metavar="S",
+        help="for the variants that ping by themselves (keepalive, fixed, backplane): a ping every S seconds, "
+        "and a client whose pong takes longer than S is dropped (default: 0.5)",
+    )
+    p.add_argument(
         "--drain-window", type=seconds, default=2.0, metavar="S",
         help="on SIGTERM or Ctrl-C, drain: stop accepting, flush each client's outbox, close with 1012 "
         "(service restart) in batches spread over S seconds, and abort whoever is left 1 s after the last "
@@ -74,20 +83,27 @@ async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
     # Only what the user asked for overrides the variant's own serve_options (its keepalive).
-    overrides = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
+    overrides: dict[str, Any] = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
     if args.backplane and args.server != "backplane":
         return fail("serve", f"--backplane is for --server backplane, not --server {args.server}")
     if args.epoch is not None and (args.server != "replay" or not args.broadcast_interval):
         return fail("serve", "--epoch is for --server replay, with a --broadcast-interval above 0")
+    options: dict[str, Any] = {}
+    if args.keepalive is not None:
+        if args.server not in PINGING:
+            return fail("serve", f"--keepalive is for --server {', '.join(PINGING)}, not --server {args.server}")
+        if args.keepalive <= 0:
+            return fail("serve", "--keepalive must be more than 0 seconds")
+        options = {"ping_interval": args.keepalive, "ping_timeout": args.keepalive}
     timeline = PrintingTimeline()
     async with Lab(timeline) as lab:
         if args.server == "backplane":
             url = args.backplane or (await start_redis(lab)).url
-            app = make_app(args.server, timeline, backplane=url)
+            app = make_app(args.server, timeline, backplane=url, **options)
             assert isinstance(app, BackplaneServer)
             server = await start_backplane(lab, app, host=args.host, port=args.port, **overrides)
         else:
-            app = make_app(args.server, timeline)
+            app = make_app(args.server, timeline, **options)
             server = await start_app(lab, app, host=args.host, port=args.port, **overrides)
         print_line(server.url)
         timeline.start_printing()

@@ -28,16 +28,34 @@ towards ``min_delay`` instead of growing.
 
 Pass ``seed=`` (or a shared ``rng=``) and the same calls give the same delays,
 so every run can be replayed exactly.
+
+:data:`STRATEGIES` names the five schedules notebook 05 compares. Each name
+means one thing: ``"none"`` is only ever a jitter (no randomness), and no
+backoff at all is the strategy ``"fixed"`` (the same delay every time).
+Anything with ``next()`` and ``reset()`` (:class:`Delays`) can stand in for a
+:class:`Backoff` where the lab's clients wait between attempts.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Backoff", "JITTERS", "STRATEGIES"]
+__all__ = ["Backoff", "Delays", "JITTERS", "STRATEGIES"]
 
 JITTERS = ("none", "full", "equal", "decorrelated")
+
+
+class Delays(Protocol):
+    """What a client needs from its backoff: the next delay, and starting over (:class:`Backoff` is one)."""
+
+    def next(self) -> float:
+        """The delay before the next attempt, in seconds."""
+        ...
+
+    def reset(self) -> None:
+        """Start again from the first delay (after a connection that lasted)."""
+        ...
 
 
 class Backoff:
@@ -116,9 +134,10 @@ class Backoff:
 
 
 # The strategies notebook 05 compares: keyword arguments for Backoff, on top of
-# min_delay and max_delay. "none" is no backoff at all: a fixed retry interval.
+# min_delay and max_delay. "fixed" is no backoff at all: the same delay, min_delay,
+# before every attempt; "exponential" is backoff without jitter (jitter "none").
 STRATEGIES: dict[str, dict[str, Any]] = {
-    "none": {"factor": 1.0, "jitter": "none"},
+    "fixed": {"factor": 1.0, "jitter": "none"},
     "exponential": {"jitter": "none"},
     "full": {"jitter": "full"},
     "equal": {"jitter": "equal"},

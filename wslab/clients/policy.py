@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
 __all__ = [
-    "ClientState", "CloseEvent", "Decision", "GiveUp", "Message", "Policy", "ReconnectPolicy", "Retry", "Seen", "SequenceTracker",
-    "close_event", "resume_url",
+    "ClientState", "CloseEvent", "Decision", "GiveUp", "Message", "Policy", "ReconnectPolicy", "Retry", "Seen",
+    "SequenceTracker", "close_event", "resume_url",
 ]
 
 

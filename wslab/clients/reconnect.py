@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -41,8 +40,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ..runtime.errors import LabError, WaitTimeout
-from ..runtime.lab import check_url
-from ..runtime.timeline import EventKind, Timeline, TimelineLogHandler, describe_exception
+from ..runtime.lab import check_url, is_loopback
+from ..runtime.timeline import EventKind, Timeline, describe_exception, timeline_logger
 from ..runtime.timing import CLOSE_DEADLINE, close_within, scaled
 from ..servers.wire import Numbered, Resync, decode
 from . import closecodes
@@ -66,43 +65,31 @@ __all__ = ["ReconnectingClient", "ClientState", "CloseEvent", "Message", "Buffer
 class ReconnectingClient:
     """Connect, and reconnect after every close, with backoff, until closed or giving up.
 
-    Options mirror ReconnectingWebSocket's (``reconnectInterval``,
-    ``maxReconnectInterval``, ``reconnectDecay``, ``timeoutInterval``,
-    ``maxReconnectAttempts``), and its defaults are the same, except ``jitter``.
+    Options mirror ReconnectingWebSocket's (``reconnectInterval``, ``maxReconnectInterval``, ``reconnectDecay``,
+    ``timeoutInterval``, ``maxReconnectAttempts``), and its defaults are the same, except ``jitter``.
 
     Args:
         url: ``ws://`` or ``wss://`` URL of the server.
         name: Source name of this client's events on the timeline.
         timeline: Where to record events; a new one if None.
-        min_delay: First delay before reconnecting, in seconds.
-        max_delay: Longest delay, in seconds.
-        factor: Growth of the delay per failed attempt.
-        jitter: ``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``
-            (see :class:`~wslab.backoff.Backoff`).
-        backoff: A ready :class:`~wslab.backoff.Backoff`; replaces the four
-            options above.
+        min_delay, max_delay, factor, jitter, seed, rng: The delays between attempts (the first, the
+            longest, their growth, their jitter and its randomness), as :class:`~wslab.clients.backoff.Backoff`
+            takes them. ``jitter``: ``"none"``, ``"full"``, ``"equal"`` or ``"decorrelated"``.
+        backoff: A ready :class:`~wslab.clients.backoff.Backoff`, instead of those six options.
         open_timeout: Seconds an attempt (TCP + opening handshake) may take.
-        max_retries: Give up after this many reconnection attempts in a row
-            without a connection lasting ``min_uptime``. None: never give up.
-        min_uptime: A connection must stay open this long, in seconds, for the
-            backoff (and the retry count) to start again from the beginning,
-            so that a server that accepts then drops at once is not hammered.
-        retry_table: Close code -> reconnect or not (:data:`wslab.clients.closecodes.RETRY`).
-        policy: A ready decision-maker (a :class:`~wslab.clients.policy.ReconnectPolicy`,
-            or anything with its ``decide`` and ``retries``); replaces the
-            backoff options, ``max_retries``, ``min_uptime`` and ``retry_table``.
+        max_retries, min_uptime, retry_table: When to give up (None: never), how long a connection must
+            last for the backoff to start again, which close codes to retry after (:data:`closecodes.RETRY`),
+            as :class:`~wslab.clients.policy.ReconnectPolicy` takes them.
+        policy: A ready decision-maker (a ReconnectPolicy, or anything with its ``decide`` and
+            ``retries``), instead of the backoff options and those three.
         buffer_size: How many messages :meth:`send` keeps while disconnected.
-        recover: Ask the server to replay missed messages on reconnect (by
-            putting ``last_seq`` in the URL). Sequence numbers are tracked,
-            and gaps and duplicates recorded, either way.
+        recover: Ask the server to replay missed messages on reconnect (``last_seq`` in the URL).
+            Sequence numbers are tracked, and gaps and duplicates recorded, either way.
         record_messages: Record a ``message`` event for every message.
         clock: Returns seconds; inject a fake one to replay a run exactly.
-        rng: Random generator for the jitter (``seed`` makes a private one).
-        seed: Seed for the jitter's random generator.
-        connect_options: Passed to websockets' ``connect``, e.g.
-            ``ping_interval=0.5, ping_timeout=0.5, close_timeout=0.5``. Keepalive
-            is websockets' default (20 s + 20 s): it is how a vanished link is
-            noticed at all.
+        connect_options: Passed to websockets' ``connect``, e.g. ``ping_interval=0.5, ping_timeout=0.5,
+            close_timeout=0.5``. Keepalive is websockets' default (20 s + 20 s): it is how a vanished
+            link is noticed at all.
     """
 
     def __init__(
@@ -141,6 +128,8 @@ class ReconnectingClient:
         self.recover = recover
         self.record_messages = record_messages
         self.clock = clock
+        if is_loopback(url):
+            connect_options.setdefault("proxy", None)  # never through http_proxy to 127.0.0.1: see Lab.connect
         self.connect_options = connect_options
 
         # Like a browser's event handlers: set them to functions of one argument.
@@ -166,10 +155,7 @@ class ReconnectingClient:
         self._wake = asyncio.Event()  # set by close() to cut a backoff sleep short
         self._opened = asyncio.Event()
         self._done = asyncio.Event()
-        # websockets logs to this logger. It is not registered with logging.getLogger(), so it goes
-        # away with the client, and it has no parent, so nothing reaches stderr: only the timeline.
-        self._logger = logging.Logger(f"wslab.client.{name}", level=logging.WARNING)
-        self._logger.addHandler(TimelineLogHandler(self.timeline, name))
+        self._logger = timeline_logger(self.timeline, name, "client")  # what websockets logs: on the timeline
 
     # -- the loop ---------------------------------------------------------------
 
@@ -205,9 +191,7 @@ class ReconnectingClient:
             if self._ws is not None:
                 ws, self._ws = self._ws, None
                 await close_within(ws)
-                close = close_event(ws)
-                self._record(EventKind.CLOSE, code=close.code, detail=f"reason={close.reason!r} "
-                             f"wasClean={close.was_clean} (cancelled)", reason=close.reason, was_clean=close.was_clean)
+                self._record_close(close_event(ws), " (cancelled)")
             self.state = ClientState.CLOSED
             self._opened.clear()
             self._done.set()
@@ -251,11 +235,9 @@ class ReconnectingClient:
             self.state = ClientState.DISCONNECTED
         await close_within(ws)  # normally closed already; never wait forever
         self._ws = None
-        close = close_event(ws)
-        self.last_close = close
+        self.last_close = close = close_event(ws)
         uptime = self.clock() - opened_at
-        self._record(EventKind.CLOSE, code=close.code, detail=f"reason={close.reason!r} wasClean={close.was_clean}",
-                     reason=close.reason, was_clean=close.was_clean, uptime=uptime)
+        self._record_close(close, uptime=uptime)
         self._call(self.on_close, close)
         return close, uptime
 
@@ -274,11 +256,9 @@ class ReconnectingClient:
     async def send(self, message: str | bytes) -> None:
         """Send ``message`` now if connected, else keep it for the next connection.
 
-        Kept messages go out in order, before anything else, right after the
-        next opening handshake. ``send`` returning means the message was
-        handed to the connection, not that the server got it: a message
-        written just before the link died is lost (only acknowledgements fix
-        that).
+        Kept messages go out in order, before anything else, right after the next opening
+        handshake. ``send`` returning means the message was handed to the connection, not that
+        the server got it: one written just before the link died is lost (only acknowledgements fix that).
 
         Raises:
             BufferFull: disconnected, and ``buffer_size`` messages are waiting already.
@@ -314,7 +294,7 @@ class ReconnectingClient:
         if isinstance(frame, Resync):  # the server's history lost our gap: reload state some other way
             self.sequence.resync(frame.missed, frame.next_seq)
             self._record(EventKind.RESYNC, detail=f"server history lost {frame.missed}: reload state",
-                         missed=frame.missed)
+                         missed=frame.missed, next_seq=frame.next_seq)
             return
         seq = frame.seq if isinstance(frame, Numbered) else None
         data = frame.data
@@ -401,6 +381,11 @@ class ReconnectingClient:
 
     def _record(self, kind: EventKind, *, code: int | None = None, detail: str = "", **data: Any) -> None:
         self.timeline.record(self.name, kind, code=code, detail=detail, **data)
+
+    def _record_close(self, close: CloseEvent, note: str = "", **data: Any) -> None:
+        detail = f"reason={close.reason!r} wasClean={close.was_clean}{note}"
+        self._record(EventKind.CLOSE, code=close.code, detail=detail, reason=close.reason, was_clean=close.was_clean,
+                     **data)
 
     def _call(self, callback: Callable[[Any], Any] | None, argument: Any) -> None:
         """Call an ``on_*`` handler; an exception in it is recorded, like a browser logs it, and ignored."""

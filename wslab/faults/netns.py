@@ -79,8 +79,9 @@ def host_network() -> HostNetwork:
     """Read the host's ``tcp_retries2`` and, as root, its iptables rules."""
     retries2 = int(Path("/proc/sys/net/ipv4/tcp_retries2").read_text())
     rules = None
-    if os.geteuid() == 0 and IPTABLES.find():
-        done = subprocess.run([IPTABLES.find(), "-w", "-S"], capture_output=True, text=True, timeout=10)
+    iptables = IPTABLES.find() if os.geteuid() == 0 else None
+    if iptables:
+        done = subprocess.run([iptables, "-w", "-S"], capture_output=True, text=True, timeout=10)
         rules = done.stdout if done.returncode == 0 else None
     return HostNetwork(retries2, rules)
 
@@ -157,7 +158,8 @@ async def run_vanish(
     all vanish at once, and one Tomcat start serves both.
 
     Args:
-        sources, classes: The endpoints, as ``.java`` files or compiled classes (see :func:`~wslab.runtime.tomcat.launch_tomcat`).
+        sources, classes: The endpoints, as ``.java`` files or compiled classes
+            (see :func:`~wslab.runtime.tomcat.launch_tomcat`).
         retries2: ``net.ipv4.tcp_retries2`` inside (1: the kernel gives up after about 1.5 s); None: leave it at 15.
         until: Wait until Tomcat logs a record containing this, once per client (at most ``timeout`` s, scaled).
         watch: Then keep logging this many seconds more, e.g. to count the lines per second.

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..runtime.errors import LabError
 from ..runtime.lab import Lab
@@ -72,14 +73,16 @@ async def start_client(url: str, ca_file: Path, ping: float | None) -> tuple[asy
         argv += ["--ping", str(ping)]
     process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                    stdout=asyncio.subprocess.PIPE)
+    assert process.stdout is not None  # stdout=PIPE above
     line = await asyncio.wait_for(process.stdout.readline(), scaled(15))
     if not line:
         raise LabError(f"the client could not connect to {url}")
     return process, json.loads(line)["port"]
 
 
-async def run(args: argparse.Namespace) -> dict:
-    result: dict = {"fault_at": None, "until_at": [], "log": ""}
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole scenario; returns what :func:`main` prints as JSON, with ``error`` if it failed."""
+    result: dict[str, Any] = {"fault_at": None, "until_at": [], "log": ""}
     # Safety first: a new network namespace (not the host's), and PID 1 of a new PID namespace.
     if os.stat("/proc/self/ns/net").st_ino == args.host_netns or os.getpid() != 1:
         raise LabError("netns_driver runs only inside the namespaces wslab.faults.netns.run_vanish makes")
@@ -100,11 +103,12 @@ async def run(args: argparse.Namespace) -> dict:
             paths = [path for path in args.path or ["/broken"] for _ in range(args.clients)]
             outcomes = await asyncio.gather(
                 *(start_client(tomcat.url(path), tomcat.ca_file, args.ping) for path in paths), return_exceptions=True)
-            clients += [outcome[0] for outcome in outcomes if isinstance(outcome, tuple)]
+            started = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
+            clients += [process for process, _ in started]
             errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
             if errors:
                 raise errors[0]
-            result["client_ports"] = ports = [port for _, port in outcomes]
+            result["client_ports"] = ports = [port for _, port in started]  # all started: in the order of paths
             result["client_paths"] = paths
             await asyncio.sleep(args.settle)  # let broadcasts flow, as they would for a while in production
             # The fault: first the firewall (so even the FIN of the kill below is lost), then kill -9.

@@ -5,10 +5,11 @@ Nothing here knows about servers, faults or clients: they use the runtime.
 
 from __future__ import annotations
 
+from .childprocess import ChildProcess, free_port
 from .display import SourceCode, Table, show_source, table
 from .errors import LabError, WaitTimeout
 from .lab import Lab, check_url, current_lab, new_lab, running_tasks, tasks_left
-from .programs import PROGRAMS, ChildProcess, Program, free_port
+from .programs import PROGRAMS, Program
 from .server import LabServer, Restart
 from .timeline import Event, EventKind, Timeline, describe_exception
 from .timing import CLOSE_DEADLINE, TIMEOUT_FACTOR, abort_all, close_within, scaled, wait_until

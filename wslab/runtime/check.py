@@ -8,7 +8,7 @@ one with ``await wslab.runtime.check.run_checks()``::
     ...
     ok        loopback round trip: a WebSocket message to 127.0.0.1 and back in 2.4 ms
     ok        chromium (notebook 03): chromium found at /usr/bin/chromium
-    optional  nginx: optional for notebook 06, which skips without it; nginx is not installed: sudo apt ...
+    optional  nginx: optional for notebooks 06, 07, which skip without it; nginx is not installed: sudo apt ...
 
 What the core notebooks (00 to :data:`~wslab.runtime.programs.LAST_CORE_NOTEBOOK`)
 need is ``MISSING`` when it is missing, and fails the check. What only a later
@@ -122,12 +122,27 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
+def without_home(text: str) -> str:
+    """``text`` with the home directory written ``~``: a stored notebook output holds no local path."""
+    home = os.path.expanduser("~")
+    return text if home in ("", os.sep) else text.replace(home + os.sep, "~" + os.sep)
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the current directory when it is near (``../wslab`` from notebooks/), else
+    :func:`without_home`: where a checkout sits on this machine is nobody else's business."""
+    relative = os.path.relpath(path)
+    if relative.startswith(os.path.join(os.pardir, os.pardir)):
+        return without_home(path)
+    return relative if relative.startswith(os.pardir) else os.path.join(os.curdir, relative)
+
+
 def check_wslab() -> Item:
     """The wslab package itself: installed (so a kernel started in notebooks/ imports it), and from where."""
     import wslab
 
     version = _installed_version("wslab")
-    where = os.path.dirname(wslab.__file__ or "?")
+    where = shown_path(os.path.dirname(wslab.__file__ or "?"))
     if version is None:
         return Item(Status.MISSING, "wslab", f"imported from {where}, but not installed: {INSTALL_WSLAB}")
     return Item(Status.OK, f"wslab {version}", f"from {where}")
@@ -185,13 +200,19 @@ async def check_loopback(timeout: float = 5.0) -> Item:
         return Item(Status.MISSING, what, why)
     if answer != "ping":
         return Item(Status.MISSING, what, f"sent 'ping', got {answer!r} back: something on the way changes messages")
-    return Item(Status.OK, what, f"a WebSocket message to 127.0.0.1 and back in {elapsed * 1000:.1f} ms")
+    detail = f"a WebSocket message to 127.0.0.1 and back in {elapsed * 1000:.1f} ms"
+    if proxy is not None:
+        # The lab passes proxy=None for loopback URLs; a student's own websockets.connect() does not.
+        detail += (f"; the environment names the proxy {proxy}, which the lab skips for 127.0.0.1 but a plain "
+                   "websockets.connect() uses: export no_proxy=127.0.0.1,localhost before starting Jupyter")
+    return Item(Status.OK, what, detail)
 
 
 def check_program(program: Program) -> Item:
     """An external program: found, or how to install it, and whether its absence fails the check."""
     notebooks = ", ".join(stem[:2] for stem in program.needed_by)
     available, detail = program.availability()
+    detail = without_home(detail)  # e.g. a Chromium that Playwright downloaded to ~/.cache
     if available:
         return Item(Status.OK, f"{program.name} (notebook {notebooks})", detail)
     install = program.how_to_install()
@@ -199,7 +220,8 @@ def check_program(program: Program) -> Item:
         detail += f"; to install it: {install}"
     if program.core:
         return Item(Status.MISSING, f"{program.name} (notebook {notebooks})", detail)
-    return Item(Status.OPTIONAL, program.name, f"optional for notebook {notebooks}, which skips without it; {detail}")
+    which = f"notebooks {notebooks}, which skip" if len(program.needed_by) > 1 else f"notebook {notebooks}, which skips"
+    return Item(Status.OPTIONAL, program.name, f"optional for {which} without it; {detail}")
 
 
 async def run_checks() -> CheckReport:

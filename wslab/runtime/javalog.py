@@ -3,7 +3,7 @@
 Tomcat's ``OneLineFormatter`` writes each log record as one header line, then
 the exception (if any) indented by a tab and its frames by two tabs::
 
-    25-Nov-2026 20:19:55.609 SEVERE [https-jsse-nio-127.0.0.1-37175-exec-1] org.apache...PojoEndpointBase.onError No error ...
+    25-Nov-2026 20:19:55.609 SEVERE [https-jsse-nio-127.0.0.1-37175-exec-1] org.apache...PojoEndpointBase.onError ...
     \tjava.io.IOException: Connection timed out
     \t\tat java.base/sun.nio.ch.SocketDispatcher.read0(Native Method)
     \t\tat java.base/sun.nio.ch.SocketDispatcher.read(SocketDispatcher.java:47)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import urllib.parse
 import weakref
 from collections.abc import Coroutine
@@ -38,7 +39,7 @@ from .timeline import EventTable, Timeline, describe_exception
 from .timing import CLOSE_DEADLINE, close_within
 
 __all__ = [
-    "Lab", "LabServer", "Restart", "new_lab", "current_lab", "check_url", "host_port", "Handler",
+    "Lab", "LabServer", "Restart", "new_lab", "current_lab", "check_url", "host_port", "is_loopback", "Handler",
     "running_tasks", "tasks_left",
 ]
 
@@ -118,6 +119,10 @@ class Lab:
         await self.close(name)
         check_url(url)
         options.setdefault("ping_interval", None)
+        if is_loopback(url):
+            # websockets sends ws:// through the proxy named in http_proxy/https_proxy/all_proxy, even to
+            # 127.0.0.1; on a machine behind a corporate proxy, every lab connection would then fail.
+            options.setdefault("proxy", None)
         try:
             ws = await connect(url, open_timeout=open_timeout, **options)
         except ConnectionRefusedError:
@@ -235,6 +240,17 @@ async def _close_one(resource: Any) -> None:
         result = resource.close()
         if asyncio.iscoroutine(result):
             await result
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (127.0.0.0/8, ::1 or localhost): no proxy belongs in between."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def host_port(target: Any) -> tuple[str, int]:

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .childprocess import ChildProcess
 from .errors import LabError
 from .lab import Lab, host_port
 from .nginxconf import LEVELS, READY_PATH, NginxSettings, check_config, render_config, settings_with
-from .programs import NGINX, ChildProcess
+from .programs import NGINX
 from .timing import wait_until
 
 __all__ = ["NGINX", "Nginx", "NginxSettings", "Reload", "check_config", "render_config", "start_nginx"]

@@ -190,7 +190,8 @@ async def start_redis(lab: Lab, *, name: str = "redis", port: int | None = None)
             # in use", then, as its last line, "Failed listening on port P (TCP), aborting."
             taken = "Failed listening on port" in str(exc)
             if port is None and taken and attempt < PORT_ATTEMPTS:
-                lab.timeline.record(f"{name}-server", EventKind.EXITED, detail=f"port {chosen} was taken: trying another")
+                lab.timeline.record(f"{name}-server", EventKind.EXITED,
+                                    detail=f"port {chosen} was taken: trying another")
                 continue
             raise
         return await lab.track(name, RedisServer(lab, name, process, chosen))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from .errors import bind_error
-from .timeline import EventKind, TimelineLogHandler, describe_exception
+from .timeline import EventKind, describe_exception, timeline_logger
 from .timing import CLOSE_DEADLINE, abort_all, close_within, wait_until
 
 if TYPE_CHECKING:
@@ -69,10 +68,7 @@ class LabServer:
         self._listening = asyncio.Event()
         self._stopped_accepting = False  # stop_accepting() ran: stop() must close the connections itself
         self._watchers: set[asyncio.Task[None]] = set()
-        # websockets logs handler crashes here. Not registered with logging.getLogger(): it goes
-        # away with the server, and no later server can inherit this one's timeline.
-        self._logger = logging.Logger(f"wslab.server.{name}", level=logging.WARNING)
-        self._logger.addHandler(TimelineLogHandler(lab.timeline, name))
+        self._logger = timeline_logger(lab.timeline, name, "server")  # websockets logs handler crashes here
 
     @property
     def url(self) -> str:

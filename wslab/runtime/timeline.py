@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Event", "EventKind", "Timeline", "describe_exception", "TimelineLogHandler"]
+__all__ = ["Event", "EventKind", "Timeline", "describe_exception", "TimelineLogHandler", "timeline_logger"]
 
 
 class EventKind(StrEnum):
@@ -235,3 +235,15 @@ class TimelineLogHandler(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             detail += ": " + describe_exception(record.exc_info[1])
         self.timeline.record(self.source, EventKind.LOG, detail=detail, level=record.levelname)
+
+
+def timeline_logger(timeline: Timeline, source: str, role: str) -> logging.Logger:
+    """A logger to hand websockets (``logger=``): its warnings and errors go on ``timeline``, never to stderr.
+
+    It is not registered with ``logging.getLogger()``, so it goes away with its server or
+    client, and no later one can inherit this one's timeline; and it has no parent, so
+    nothing reaches the root logger's handlers.
+    """
+    logger = logging.Logger(f"wslab.{role}.{source}", level=logging.WARNING)
+    logger.addHandler(TimelineLogHandler(timeline, source))
+    return logger

@@ -35,10 +35,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .childprocess import ChildProcess, free_port
 from .errors import LabError
 from .javalog import TomcatLog
 from .lab import Lab
-from .programs import JAVAC, TOMCAT, TOMCAT_INSTALL, TOMCAT_NOTEBOOK, ChildProcess, free_port
+from .programs import JAVAC, TOMCAT, TOMCAT_INSTALL, TOMCAT_NOTEBOOK
 from .timeline import EventKind
 from .timing import scaled
 
@@ -79,7 +80,8 @@ async def compile_java(sources: Sequence[str | Path], classes: str | Path, *, ti
     (``@ServerEndpoint``) is in one, ``Session`` and ``@OnOpen`` are in the other.
 
     Raises:
-        LabError: a source is missing, or javac failed (its first error line, e.g. ``Broken.java:31: error: ';' expected``).
+        LabError: a source is missing, or javac failed (its first error line,
+            e.g. ``Broken.java:31: error: ';' expected``).
     """
     missing = [str(s) for s in sources if not Path(s).is_file()]
     if missing or not sources:
@@ -135,7 +137,9 @@ def _make_base(base: Path, classes: Path, fine: bool) -> None:
             chain.write(blob.bytes())
 
 
-def tomcat_command(java: str, home: Path, base: Path, port: int, properties: Mapping[str, object] | None = None) -> list[str]:
+def tomcat_command(
+    java: str, home: Path, base: Path, port: int, properties: Mapping[str, object] | None = None,
+) -> list[str]:
     """The ``java`` command line that runs Tomcat: what ``catalina.sh run`` would, minus its extras."""
     return [
         java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",  # starts faster; this Tomcat lives seconds

@@ -1,4 +1,6 @@
-"""Servers: the seed's naive server, the fixed ones, the replaying one and the Redis backplane; all :class:`ServerApp`\\ s.
+"""Servers: the seed's naive server, the fixed ones, the replaying one and the Redis backplane.
+
+Every one is a :class:`ServerApp`.
 
 :data:`SERVERS` lists every variant by name, in the order of notebook 02's
 ablation; ``wslab serve --server NAME`` offers the same list.
@@ -51,7 +53,9 @@ SERVERS: dict[str, tuple[Callable[..., ServerApp], str]] = {
     "fixed": (FixedServer, "removal, keepalive, and a bounded outbox per client with a send deadline"),
     "broadcast": (BroadcastServer, "removal, websockets' own keepalive and broadcast(): never waits, never bounds"),
     "replay": (ReplayServer, "numbers broadcasts; replays a reconnecting client's gap from a bounded history"),
-    "backplane": (BackplaneServer, "fixed, with broadcasts numbered, fanned out and replayed through Redis (--backplane)"),
+    "backplane": (
+        BackplaneServer, "fixed, with broadcasts numbered, fanned out and replayed through Redis (--backplane)",
+    ),
 }
 
 

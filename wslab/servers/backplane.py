@@ -16,6 +16,8 @@ broadcasts go through Redis:
   ``?last_seq=N`` gets N+1, N+2, ... from the stream (``XRANGE``), then live
   frames, or ``resync`` if the stream no longer holds its gap: ReplayServer's
   protocol, so :class:`~wslab.clients.reconnect.ReconnectingClient` works unchanged.
+  Which of these a client gets is decided by a pure function of three numbers,
+  :func:`~wslab.servers.resume.plan_resume` (``resume=`` swaps in another).
 * **Redis going away.** The process keeps its sessions, records
   ``backplane-down`` and reconnects with capped exponential backoff. Broadcasts
   meanwhile cannot be numbered: they are counted as ``lost``. Back on Redis, it
@@ -23,24 +25,8 @@ broadcasts go through Redis:
   (``catch-up``). If Redis restarted empty, the numbering restarted too: its
   clients get ``resync``, then the new numbers from 1.
 
-Why pub/sub for the live path, and not each process looping on ``XREAD BLOCK``
-on the stream? Not speed: measured (``benchmarks/bench_backplane.py``, part 3,
-one reader process, 100 to 2,000 frames/s on this lab's 2-core machine) the
-two are within noise of each other, p50 0.4-1.2 ms for both. Three reasons:
-PUBLISH keeps Redis's fan-out stateless (no cursor per process, no command per
-batch from each reader); it is what real adapters do (Socket.IO's Redis
-adapter); and its weakness is the lesson. Pub/sub is at-most-once: a frame
-published while a subscriber is disconnected is gone for it. An XREAD loop
-would resume from its cursor and hide that; here the process reads the gap
-from the stream after each reconnect (``catch_up``), and notebook 07 switches
-that off to show what pub/sub alone loses. Pub/sub to be pushed, the stream to
-be complete.
-
-Limit: Redis here keeps nothing on disk. A client that was away while Redis
-restarted, and comes back after the new numbering has passed its ``last_seq``,
-is replayed frames of the new numbering as if they were its gap: nothing in
-``?last_seq=N`` says which numbering N belongs to. Redis with persistence
-(``appendonly yes``), or an epoch in the protocol, closes that hole.
+Why pub/sub for the live path, and not each process reading the stream: see
+:mod:`wslab.servers.redisbus`, which holds the Lua scripts and the frame format.
 """
 
 from __future__ import annotations
@@ -64,48 +50,12 @@ from ..runtime.timeline import EventKind, Timeline, describe_exception
 from ..runtime.timing import CLOSE_DEADLINE, close_within, wait_until
 from .base import start_app
 from .fixed import FixedServer
+from .redisbus import HELLO, PUBLISH, WINDOW, read_range, unpack
 from .replay import last_seq_of
-from .wire import encode, encode_resync
+from .resume import ResumeFunction, plan_resume, resume_steps
+from .wire import Resync, encode, encode_resync
 
-__all__ = ["BackplaneServer", "start_backplane"]
-
-# KEYS: counter, stream, channel. ARGV: maxlen, "t" (text) or "b" (binary), the frame's tail.
-# The tail is wire.encode()'s frame without its number ("SENT_AT data"): the number is only
-# known here, and putting it in front makes the frame "SEQ SENT_AT data", the lab's one format.
-# Redis carries bytes only, so one letter in front says whether the frame was text or binary.
-PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
-local packed = ARGV[2] .. seq .. ' ' .. ARGV[3]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'f', packed)
-redis.call('PUBLISH', KEYS[3], packed)
-return seq
-"""
-
-# KEYS: epoch, counter. ARGV: a new epoch id. Returns the epoch and the last number given out.
-# The first process to reach a Redis sets the epoch; a Redis that restarted empty has none,
-# so a new one tells every process that the numbering (and the stream) started again.
-HELLO = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
-"""
-
-
-def _unpack(packed: bytes) -> tuple[int, bytes | str]:
-    """``b"t42 81237.5 hello"`` -> ``(42, "42 81237.5 hello")``: the number, and the frame as it was sent.
-
-    Raises:
-        ValueError: ``packed`` is not what the PUBLISH script makes.
-    """
-    if packed[:1] not in (b"t", b"b"):
-        raise ValueError(f"not a backplane frame: {packed[:40]!r}")
-    frame = packed[1:]
-    seq = int(frame[: frame.index(b" ")])  # int() and index() raise ValueError too
-    return seq, frame.decode() if packed[:1] == b"t" else frame
-
-
-def _seq_of_entry(entry_id: bytes) -> int:
-    """Stream entries are numbered ``0-SEQ``: the entry id is the broadcast's number."""
-    return int(entry_id.split(b"-")[1])
+__all__ = ["PUBLISH", "BackplaneServer", "start_backplane"]
 
 
 class BackplaneServer(FixedServer):
@@ -125,6 +75,8 @@ class BackplaneServer(FixedServer):
         seed: Seed for the reconnection jitter.
         catch_up: Back on Redis after an outage, read what was missed from the stream.
             False shows pub/sub alone: at-most-once, whatever was published meanwhile is lost here.
+        resume: Decides where a connecting client's broadcasts start, from its ``last_seq`` and
+            the numbers the stream holds: :func:`~wslab.servers.resume.plan_resume`, or your own.
         options: FixedServer's (keepalive, ping_interval, ping_timeout, max_buffer,
             send_deadline, tcp_user_timeout). Isolation is always on: a replay goes
             into the client's outbox first, then the live frames after it.
@@ -153,6 +105,7 @@ class BackplaneServer(FixedServer):
         max_delay: float = 2.0,
         seed: int | None = None,
         catch_up: bool = True,
+        resume: ResumeFunction = plan_resume,
         **options: Any,
     ) -> None:
         if options.pop("isolation", True) is not True:
@@ -168,6 +121,7 @@ class BackplaneServer(FixedServer):
         self.max_delay = max_delay
         self._rng = random.Random(seed)
         self.catch_up = catch_up
+        self.resume = resume
 
         self.connected = False
         self.last_seq: int | None = None
@@ -176,10 +130,11 @@ class BackplaneServer(FixedServer):
         self.outages: list[tuple[float, float | None]] = []
         self._redis: redis.asyncio.Redis | None = None
         self._publish: Any = None  # the PUBLISH script, bound to the current connection
+        self._read_window: Any = None  # the WINDOW script, likewise
         self._suspect = False  # a publish failed: the link should reconnect even if its socket looks fine
         self._held: dict[int, list[tuple[int | None, bytes | str]]] = {}  # live frames for resuming sessions
-        self._floors: dict[int, int] = {}  # sessions ahead of this process: skip frames up to this number
-        self._resumes: dict[int, asyncio.Task] = {}
+        self._floors: dict[int, int] = {}  # resumed sessions: skip live frames up to this number (sent already)
+        self._resumes: dict[int, asyncio.Task[None]] = {}
 
     # -- the link to Redis ---------------------------------------------------------------
 
@@ -202,7 +157,7 @@ class BackplaneServer(FixedServer):
                         failures = 0  # it was up: start the backoff again from the beginning
                     self._went_down(exc)
                 finally:
-                    self._redis = self._publish = None
+                    self._redis = self._publish = self._read_window = None
                     with contextlib.suppress(Exception):  # the connection is dead already
                         await asyncio.wait_for(client.aclose(), CLOSE_DEADLINE)
                 # Capped exponential backoff with equal jitter (see wslab.clients.backoff for the others).
@@ -219,6 +174,7 @@ class BackplaneServer(FixedServer):
             epoch, top = await client.register_script(HELLO)(
                 keys=[self.epoch_key, self.counter], args=[uuid.uuid4().hex])
             self._redis, self._publish = client, client.register_script(PUBLISH)
+            self._read_window = client.register_script(WINDOW)
             await self._catch_up(client, epoch, int(top))
             self._came_up()
             while True:
@@ -229,7 +185,7 @@ class BackplaneServer(FixedServer):
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
                     try:
-                        seq, frame = _unpack(message["data"])
+                        seq, frame = unpack(message["data"])
                     except ValueError:  # someone else's PUBLISH on our channel: not ours to deliver
                         self.timeline.record(self.name, EventKind.LOG, detail=f"ignored {message['data'][:40]!r}")
                         continue
@@ -238,7 +194,7 @@ class BackplaneServer(FixedServer):
                     raise RedisError("a publish failed")
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)
+                await asyncio.wait_for(pubsub.aclose(), CLOSE_DEADLINE)  # type: ignore[no-untyped-call]  # redis-py
 
     async def _catch_up(self, client: redis.asyncio.Redis, epoch: bytes, top: int) -> None:
         """Just subscribed: deliver from the stream what was published since this process last delivered."""
@@ -255,19 +211,20 @@ class BackplaneServer(FixedServer):
         if top > self.last_seq and not self.catch_up:
             self.last_seq = top  # pub/sub alone: what was published while we were away is lost here
         elif top > self.last_seq:
-            entries = await client.xrange(self.stream, f"0-{self.last_seq + 1}", f"0-{top}")
-            first = _seq_of_entry(entries[0][0]) if entries else top + 1
+            frames = await self._read_range(client, self.last_seq + 1, top)
+            first = frames[0][0] if frames else top + 1
             if first > self.last_seq + 1:  # the stream no longer holds all we missed
                 missed = (self.last_seq + 1, first - 1)
-                self.timeline.record(self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}", missed=missed)
+                self.timeline.record(self.name, EventKind.RESYNC, detail=f"missed {missed[0]}-{missed[1]}",
+                                     missed=missed)
                 self._fan_out(None, encode_resync(missed, first))
                 self.resyncs += len(self.sessions)
                 self.last_seq = first - 1
-            for _, fields in entries:
-                self._deliver(*_unpack(fields[b"f"]))
-            self.caught_up += len(entries)
-            self.timeline.record(self.name, EventKind.CATCH_UP, detail=f"{len(entries)} frames from the stream",
-                                 frames=len(entries))
+            for seq, frame in frames:
+                self._deliver(seq, frame)
+            self.caught_up += len(frames)
+            self.timeline.record(self.name, EventKind.CATCH_UP, detail=f"{len(frames)} frames from the stream",
+                                 frames=len(frames))
 
     def _came_up(self) -> None:
         self.connected, self._suspect = True, False
@@ -351,49 +308,79 @@ class BackplaneServer(FixedServer):
     # -- sessions that come back with last_seq --------------------------------------------
 
     def register(self, ws: ServerConnection) -> int:
-        """FixedServer's handler calls this first. From this moment every frame reaches the session live,
-        so a client that came back with ``?last_seq=N`` is missing N+1 up to what this process delivered."""
+        """FixedServer's handler calls this first. From this moment every frame reaches the session; they
+        are held for it until :meth:`resume_session` has sent what comes before them."""
         session_id = super().register(ws)
         last_seq = last_seq_of(ws.request.path if ws.request else "")
-        if last_seq is not None:
-            self._held[session_id] = []
-            self._resumes[session_id] = asyncio.create_task(self._resume(session_id, ws, last_seq, self.last_seq))
+        self._held[session_id] = []
+        self._resumes[session_id] = asyncio.create_task(self.resume_session(session_id, ws, last_seq))
         return session_id
 
-    async def _resume(self, session_id: int, ws: ServerConnection, last_seq: int, known: int | None) -> None:
-        """Send the client ``last_seq``+1 .. ``known`` from the stream, then what arrived live meanwhile."""
-        self.timeline.record(self.name, EventKind.RESUME, detail=f"last_seq={last_seq}, this process at {known}",
-                             last_seq=last_seq)
-        client = self._redis
+    async def resume_session(self, session_id: int, ws: ServerConnection, last_seq: int | None) -> None:
+        """Ask :attr:`resume` where the client's broadcasts start; send the resync and the replay it says, then
+        the live broadcasts held meanwhile. Redis numbers and keeps them all, so this works on any process."""
         try:
-            if known is None or (last_seq != known and client is None):
+            if self._read_window is None or not self.connected:
                 raise RedisError("not connected to the backplane")
-            if last_seq < known:
-                entries = await client.xrange(self.stream, f"0-{last_seq + 1}", f"0-{known}")
-                first = _seq_of_entry(entries[0][0]) if entries else known + 1
-                if first > last_seq + 1:  # the stream was trimmed past the client's gap
-                    self._resync(session_id, ws, (last_seq + 1, first - 1), first)
-                for _, fields in entries:
-                    self.enqueue(session_id, ws, _unpack(fields[b"f"])[1])
-                self.replayed += len(entries)
-            elif last_seq > known:
-                top = int(await client.get(self.counter) or 0)
-                if last_seq <= top:
-                    self._floors[session_id] = last_seq  # another process was ahead: wait for ours to catch up
-                else:
-                    self._resync(session_id, ws, None, known + 1)  # from the future: the numbering restarted
+            oldest, newest = map(int, await self._read_window(keys=[self.counter, self.stream]))
         except (RedisError, OSError) as exc:
-            # No replay without Redis. Closing with 1013 "try again later" keeps the client's last_seq
-            # intact: it comes back when the backplane is, and loses nothing.
-            self.timeline.record(self.name, EventKind.ABORT, conn=f"s{session_id}",
-                                 detail=f"cannot replay: {describe_exception(exc)}")
-            self._held.pop(session_id, None)
-            await close_within(ws, CLOSE_DEADLINE, 1013, "backplane unavailable, try again later")
-            return
+            if last_seq is None:  # a new client needs no window: live broadcasts, as plan_resume would say
+                return self._release(session_id, ws, None)
+            # Closing with 1013 "try again later" keeps the client's last_seq intact: it comes back when
+            # the backplane is, and loses nothing.
+            return await self._refuse(session_id, ws, f"cannot replay: {describe_exception(exc)}", 1013,
+                                      "backplane unavailable, try again later")
+        if last_seq is not None:
+            self.timeline.record(self.name, EventKind.RESUME, conn=f"s{session_id}", last_seq=last_seq,
+                                 detail=f"last_seq={last_seq}, the stream holds {oldest}-{newest}")
+        try:
+            steps = resume_steps(self.resume(last_seq, oldest, newest), oldest, newest)
+        except Exception as exc:  # a resume function of your own may fail: one line on the timeline, and 1011
+            detail = f"resume({last_seq}, {oldest}, {newest}) raised {describe_exception(exc)}"
+            return await self._refuse(session_id, ws, detail, 1011, "resume failed")
+        try:
+            if steps.resync is not None:
+                self._resync(session_id, ws, steps.resync)
+            if steps.replay is not None:
+                await self._replay(session_id, ws, *steps.replay, oldest)
+        except (RedisError, OSError) as exc:
+            return await self._refuse(session_id, ws, f"cannot replay: {describe_exception(exc)}", 1013,
+                                      "backplane unavailable, try again later")
+        self._release(session_id, ws, steps.live_after)
+
+    async def _replay(self, session_id: int, ws: ServerConnection, first: int, last: int, oldest: int) -> None:
+        client = self._redis
+        if client is None:
+            raise RedisError("not connected to the backplane")
+        frames = await self._read_range(client, first, last)
+        start = frames[0][0] if frames else last + 1
+        if start > max(first, oldest):  # trimmed since the window was read: say so, never leave a silent hole
+            self._resync(session_id, ws, Resync((max(first, oldest), start - 1), start))
+        for _, frame in frames:
+            self.enqueue(session_id, ws, frame)
+        self.replayed += len(frames)
+
+    async def _read_range(self, client: redis.asyncio.Redis, first: int, last: int) -> list[tuple[int, bytes | str]]:
+        """The stream's frames ``first`` to ``last``; an entry that is not ours is skipped, and logged."""
+        frames, skipped = await read_range(client, self.stream, first, last)
+        for line in skipped:
+            self.timeline.record(self.name, EventKind.LOG, detail=line)
+        return frames
+
+    def _release(self, session_id: int, ws: ServerConnection, live_after: int | None) -> None:
+        """From now on, live broadcasts numbered above ``live_after`` go straight to the client."""
+        if live_after is not None:
+            self._floors[session_id] = live_after
         for seq, message in self._held.pop(session_id, []):
             self._put_live(session_id, ws, seq, message)
 
-    def _resync(self, session_id: int, ws: ServerConnection, missed: tuple[int, int] | None, next_seq: int) -> None:
+    async def _refuse(self, session_id: int, ws: ServerConnection, detail: str, code: int, reason: str) -> None:
+        self.timeline.record(self.name, EventKind.ABORT, conn=f"s{session_id}", detail=detail)
+        self._held.pop(session_id, None)
+        await close_within(ws, CLOSE_DEADLINE, code, reason)
+
+    def _resync(self, session_id: int, ws: ServerConnection, resync: Resync) -> None:
+        missed, next_seq = resync.missed, resync.next_seq
         why = f"missed {missed[0]}-{missed[1]}" if missed else f"last_seq from the future, going on from {next_seq}"
         self.timeline.record(self.name, EventKind.RESYNC, conn=f"s{session_id}", detail=why, missed=missed)
         self.resyncs += 1
@@ -407,6 +394,11 @@ class BackplaneServer(FixedServer):
         self._held.pop(session_id, None)
         self._floors.pop(session_id, None)
         super().remove(session_id, reason)
+
+    @property
+    def resuming(self) -> int:
+        """Sessions whose start is being decided or read from the stream: their live broadcasts wait."""
+        return len(self._held)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"

@@ -9,7 +9,7 @@ its sessions, and nothing in the survivor's memory can paper over that::
     await p1.kill()                        # kill -9: alice sees 1006
     await lab.close()                      # stops every process still running (SIGTERM)
 
-Each is a :class:`~wslab.runtime.programs.ChildProcess` running this Python,
+Each is a :class:`~wslab.runtime.childprocess.ChildProcess` running this Python,
 so it is the same wslab code; its output (the URL, then one line per event)
 goes to a log in its temporary directory: :meth:`ServerProcess.lines`.
 """
@@ -22,8 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..runtime.childprocess import ChildProcess
 from ..runtime.lab import Lab
-from ..runtime.programs import ChildProcess
 
 __all__ = ["ServerProcess", "start_server_process"]
 
@@ -36,7 +36,7 @@ class ServerProcess:
     Attributes:
         name: The lab's name for it (and its source on the lab's timeline).
         url: The ``ws://`` URL it printed first.
-        process: Its :class:`~wslab.runtime.programs.ChildProcess`, tracked by the lab under ``name``.
+        process: Its :class:`~wslab.runtime.childprocess.ChildProcess`, tracked by the lab under ``name``.
     """
 
     def __init__(self, name: str, url: str, process: ChildProcess) -> None:

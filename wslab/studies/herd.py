@@ -11,10 +11,14 @@
    closes, connection attempts are refused until it listens again on the same
    port). Each member waits ``Backoff(**policy).next()`` before each attempt,
    like the simulation in :mod:`wslab.studies.simulate`, and reports to a
-   :class:`HerdLog`;
+   :class:`HerdLog` when each attempt was due, started and ended;
 3. **analysis**: :func:`herd_result` turns the log into a
    :class:`~wslab.studies.simulate.HerdResult`, the simulation's own result type.
-   It is pure, and tested without sockets.
+   It is pure, and tested without sockets. An attempt counts at the moment it
+   was due (the client's delay ran out), like the simulation's: with 200
+   clients on one event loop, the loop starts a wave of attempts over tens of
+   milliseconds (more on a busy machine), a smear that 200 separate machines
+   would not add. How late each attempt really started is kept too (``lags``).
 
 Server and clients share one event loop (the notebook's), so nothing here
 prints or blocks; everything has a deadline, and the clients are closed
@@ -39,7 +43,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidHandshake
 from websockets.http11 import Request, Response
 
-from ..clients.backoff import Backoff
+from ..clients.backoff import Backoff, Delays
 from ..runtime.errors import LabError
 from ..runtime.lab import Lab
 from ..runtime.server import LabServer, Restart
@@ -70,14 +74,20 @@ class Member:
 
     index: int
     url: str
-    backoff: Backoff
+    backoff: Delays  # a Backoff, or anything else with next() and reset()
     open_timeout: float = 2.0  # seconds each attempt may take to complete the opening handshake
 
 
 class Attempt(NamedTuple):
-    """One reconnection attempt: which client, when it started and ended, and whether it connected."""
+    """One reconnection attempt: which client, when it was due, started and ended, and whether it connected.
+
+    ``due`` is when the client's delay ran out: what its backoff decided.
+    ``started`` is when its event loop got round to it, which is later when
+    the loop is busy (say, starting a whole wave of attempts at once).
+    """
 
     client: int
+    due: float
     started: float
     ended: float
     connected: bool
@@ -100,9 +110,9 @@ class HerdLog:
         """Client ``client``'s connection just closed."""
         self.lost_at[client] = self.clock()
 
-    def attempt(self, client: int, started: float, *, connected: bool) -> None:
-        """Client ``client``'s attempt that began at ``started`` just ended."""
-        self.attempts.append(Attempt(client, started, self.clock(), connected))
+    def attempt(self, client: int, due: float, started: float, *, connected: bool) -> None:
+        """Client ``client``'s attempt, due at ``due`` and begun at ``started``, just ended."""
+        self.attempts.append(Attempt(client, due, started, self.clock(), connected))
 
 
 async def herd_member(member: Member, ws: ClientConnection, log: HerdLog) -> ClientConnection:
@@ -110,16 +120,18 @@ async def herd_member(member: Member, ws: ClientConnection, log: HerdLog) -> Cli
     await ws.wait_closed()
     log.lost(member.index)
     while True:
-        await asyncio.sleep(member.backoff.next())
+        delay = member.backoff.next()
+        due = log.clock() + delay
+        await asyncio.sleep(delay)
         started = log.clock()
         try:
             ws = await connect(member.url, open_timeout=member.open_timeout,
                                ping_interval=None, proxy=None, compression=None)
         except (OSError, asyncio.TimeoutError, InvalidHandshake):
             # refused (server down), 503 (server busy) or too slow: all mean "try again later"
-            log.attempt(member.index, started, connected=False)
+            log.attempt(member.index, due, started, connected=False)
             continue
-        log.attempt(member.index, started, connected=True)
+        log.attempt(member.index, due, started, connected=True)
         member.backoff.reset()  # connected: the next outage starts from the shortest delay again
         return ws
 
@@ -236,9 +248,10 @@ def herd_result(log: HerdLog, n: int, *, outage_at: float, back_at: float, label
                         label=label)
     for client, at in log.lost_at.items():
         result.lost[client] = at - outage_at
-    for attempt in sorted(log.attempts, key=lambda a: a.started):
-        result.attempt_times.append(attempt.started - outage_at)
+    for attempt in sorted(log.attempts, key=lambda a: a.due):
+        result.attempt_times.append(attempt.due - outage_at)
         result.attempt_ok.append(int(attempt.connected))
+        result.lags.append(attempt.started - attempt.due)
         result.durations.append(attempt.ended - attempt.started)
         if attempt.connected:
             result.reconnected[attempt.client] = attempt.ended - outage_at
@@ -249,7 +262,7 @@ def herd_result(log: HerdLog, n: int, *, outage_at: float, back_at: float, label
 async def run_herd(
     lab: Lab,
     n: int,
-    policy: dict[str, Any],
+    policy: dict[str, Any] | Callable[[int], Delays],
     *,
     name: str = "herd",
     downtime: float = 1.0,
@@ -267,6 +280,8 @@ async def run_herd(
         n: Clients.
         policy: Keyword arguments for :class:`~wslab.clients.backoff.Backoff`. Client ``i``
             draws from its own generator, seeded with ``client_seed(seed, i)``.
+            Or a function that makes client ``i``'s delays (a
+            :class:`~wslab.clients.backoff.Delays`), e.g. from your own code.
         downtime: Seconds between closing the listening socket and listening again.
         accept_rate: The server's capacity in connections per second
             (:class:`~wslab.studies.simulate.AcceptLimit`); more get HTTP 503.
@@ -279,6 +294,11 @@ async def run_herd(
         A :class:`~wslab.studies.simulate.HerdResult`, times since the restart began.
     """
     raise_fd_limit(2 * n + 256)
+    if callable(policy):
+        delays = policy
+    else:
+        def delays(i: int) -> Delays:
+            return Backoff(**policy, seed=client_seed(seed, i))
     log = HerdLog(clock=lab.timeline.now)
     admission = Admission(AcceptLimit(accept_rate, burst), log)
     server = await serve_herd(lab, n, admission, name=name)
@@ -287,8 +307,7 @@ async def run_herd(
     try:
         conns = await connect_clients(server.url, n, timeout=10 + n / 50)
         members = [
-            asyncio.create_task(herd_member(Member(i, server.url, Backoff(**policy, seed=client_seed(seed, i)),
-                                                   open_timeout), ws, log))
+            asyncio.create_task(herd_member(Member(i, server.url, delays(i), open_timeout), ws, log))
             for i, ws in enumerate(conns)
         ]
         outage_at, restart = await restart_under_herd(server, admission, members, downtime=downtime,

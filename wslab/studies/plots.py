@@ -19,10 +19,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
+    from .contention import Study
     from .simulate import HerdResult
 
 __all__ = [
-    "session_map", "broadcast_latency", "delay_spread", "attempts_per_bin", "fraction_back",
+    "session_map", "broadcast_latency", "delay_spread", "attempts_per_bin", "fraction_back", "contention",
     "survival_vs_ping_interval", "deploy_attempts", "close_codes",
 ]
 
@@ -191,25 +192,36 @@ def attempts_per_bin(
     *,
     bin: float = 0.1,
     until: float | None = None,
-    title: str = "Reconnection attempts per 100 ms",
+    title: str = "Reconnection attempts due per 100 ms",
 ) -> Figure:
-    """One panel per strategy: attempts started in each ``bin``, failed and accepted, and when the server was back."""
+    """One panel per strategy, on one y-scale: attempts due in each ``bin``, failed and accepted.
+
+    A dashed line marks when the server was back; a dotted one the busiest
+    ``bin`` seconds once it was back (:meth:`HerdResult.peak_attempts`, a sliding
+    window: a wave that straddles two bars counts whole, so it can top them).
+    """
     end = until if until is not None else max(
         max(r.attempt_times, default=0.0) for r in results.values()) + bin
-    fig, axes = plt.subplots(len(results), 1, figsize=(8, 1.6 * len(results) + 0.8), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(results), 1, figsize=(8, 1.6 * len(results) + 0.8), sharex=True, sharey=True,
+                             squeeze=False)
     for ax, (name, result) in zip(axes[:, 0], results.items(), strict=True):
         ok = result.per_bin(bin, until=end, ok=True)
         failed = result.per_bin(bin, until=end, ok=False)
-        left = np.arange(len(ok)) * bin
-        ax.bar(left, failed, width=bin, align="edge", color="tab:red", alpha=0.6, label="failed")
-        ax.bar(left, ok, width=bin, align="edge", bottom=failed, color="tab:green", label="accepted")
+        edges = np.arange(len(ok) + 1) * bin
+        # One filled staircase per series, not a bar per bin: hundreds of bars take seconds to draw.
+        ax.stairs(failed, edges, fill=True, color="tab:red", alpha=0.6, label="failed")
+        ax.stairs(failed + ok, edges, baseline=failed, fill=True, color="tab:green", label="accepted")
         ax.axvline(result.back_at, color="0.3", linestyle="--", linewidth=1)
+        peak = result.peak_attempts(bin)
+        ax.hlines(peak, result.back_at, end, color="0.2", linestyle=":", linewidth=1.2)
         ax.set_ylabel("attempts")
-        ax.text(0.99, 0.9, f"{name}", transform=ax.transAxes, ha="right", va="top", fontsize=9)
+        ax.text(0.99, 0.9, f"{name}: busiest {bin * 1000:.0f} ms once back: {peak:,}", transform=ax.transAxes,
+                ha="right", va="top", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].set_title(title)
+    axes[0, 0].set_ylim(0, axes[0, 0].get_ylim()[1] * 1.25)  # room for each panel's label
     axes[0, 0].legend(loc="upper left", fontsize=8, ncols=2)
-    axes[-1, 0].set_xlabel("time since the server went down (s); dashed: server back")
+    axes[-1, 0].set_xlabel("time since the server went down (s); dashed: server back; dotted: busiest once back")
     axes[-1, 0].set_xlim(0, end)
     fig.tight_layout()
     return fig
@@ -235,6 +247,29 @@ def fraction_back(
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def contention(
+    result: Study, *, title: str = "The AWS study's model: N clients, one row, optimistic concurrency"
+) -> Figure:
+    """The study's two figures against the number of clients: calls (work) and completion time, per strategy."""
+    fig, (work, time) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in result.calls:
+        line = work.plot(result.clients, result.calls[name], marker=".", label=name)[0]
+        time.plot(result.clients, result.completion[name], marker=".", color=line.get_color(), label=name)
+    work.set_title("work: conditional writes the row received")
+    work.set_ylabel(f"calls (mean of {result.runs} runs)")
+    time.set_title("time until the last client's write succeeded")
+    time.set_ylabel(f"seconds (mean of {result.runs} runs, log scale)")
+    time.set_yscale("log")
+    for ax in (work, time):
+        ax.set_xlabel("clients contending (N)")
+        ax.grid(alpha=0.3, which="both")
+    work.set_ylim(bottom=0)
+    work.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

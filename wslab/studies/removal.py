@@ -116,8 +116,11 @@ async def survival(
         app = make_app(variant, lab.timeline, label, **options)
         server, proxy = await start_variant(lab, app, name=label)
         lab.spawn(app.broadcast_forever(broadcast_every, b"tick"), name=f"{label}-broadcast")
+        # max_queue=None: nobody reads these clients' messages, and after 16 unread ticks websockets
+        # would stop reading their socket, so a clean close() would wait close_timeout for the reply.
         victims = [
-            await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-{mode}", deadline=10.0)
+            await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-{mode}", deadline=10.0,
+                                 max_queue=None)
             for mode in modes
         ]
         await asyncio.sleep(0.1)
@@ -169,7 +172,8 @@ async def map_size(
         lab.spawn(sample(), name=f"{label}-sampler")
         for wave in range(waves):
             victims = [
-                await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-w{wave}-{mode}", deadline=10.0)
+                await connect_victim(lab, server, mode, proxy=proxy, name=f"{label}-w{wave}-{mode}", deadline=10.0,
+                                     max_queue=None)  # unread ticks must not pause them: see survival()
                 for mode in modes
             ]
             await asyncio.sleep(0.2)
@@ -196,9 +200,11 @@ async def detection_times(
     """Fault-to-removal time of a vanished peer under :class:`~wslab.servers.FixedServer`'s keepalive.
 
     For every ``(ping_interval, ping_timeout)`` setting, ``repeats`` clients
-    vanish at a random moment of the ping cycle (seeded). All settings run
-    at the same time. Returns ``(ping_interval, ping_timeout, seconds)``
-    rows; seconds is None if the session was still held after
+    vanish: the last one to connect right away, at the start of its ping
+    cycle (the worst case, ``ping_interval + ping_timeout``), the others at a
+    random moment of the cycle (seeded). All settings run at the same time.
+    Returns ``(ping_interval, ping_timeout, seconds)`` rows, each setting's
+    worst case last; seconds is None if the session was still held after
     ``ping_interval + ping_timeout + slack``.
     """
     rng = random.Random(seed)
@@ -213,7 +219,9 @@ async def detection_times(
                 await connect_victim(lab, server, "vanished", proxy=proxy, name=f"{label}-v{r}", deadline=10.0)
                 for r in range(repeats)
             ]
-            phases = [rng.uniform(0, interval) for _ in victims]
+            # The last client connected last: its cycle has only just begun, so vanishing now is the
+            # worst case. The others vanish at random moments of theirs.
+            phases = [rng.uniform(0, interval) for _ in victims[:-1]] + [0.0]
 
             async def one(victim: Victim, phase: float) -> DetectionRow:
                 await asyncio.sleep(phase)

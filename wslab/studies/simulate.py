@@ -1,9 +1,9 @@
 """A thundering herd, simulated: N clients lose the server at once and reconnect.
 
 No sockets: a discrete-event simulation on a heap of "next attempt" times,
-with the delays computed by the same :class:`~wslab.backoff.Backoff` the real
+with the delays computed by the same :class:`~wslab.clients.backoff.Backoff` the real
 clients use, and the server's capacity modelled by the same
-:class:`AcceptLimit` the real herd server (:mod:`wslab.herd`) applies.
+:class:`AcceptLimit` the real herd server (:mod:`wslab.studies.herd`) applies.
 
 The model, for each client:
 
@@ -35,7 +35,10 @@ import numpy as np
 
 from ..clients.backoff import Backoff
 
-__all__ = ["AcceptLimit", "HerdResult", "simulate", "client_seed"]
+__all__ = ["AcceptLimit", "HerdResult", "busiest", "client_seed", "simulate"]
+
+
+_EPSILON = 1e-9  # of a bin: float sums that mean to land on a bin's boundary count in the bin that starts there
 
 
 class AcceptLimit:
@@ -79,13 +82,18 @@ class HerdResult:
     Attributes:
         n: Clients in the herd.
         back_at: When the server was accepting connections again.
-        attempt_times: Start time of every reconnection attempt.
+        attempt_times: When each reconnection attempt was due: the client's
+            delay ran out. The model's attempts happen then and take no time;
+            a real client starts its attempt when its event loop gets to it
+            (``lags``).
         attempt_ok: For each attempt, 1 if it connected, 0 if it failed.
         reconnected: For each client, when it was connected again (``nan`` if never).
         lost: For each client, when it noticed the connection was gone.
         accepted_at: When the server admitted each connection that it accepted.
-        durations: How long each attempt took until it failed or connected
-            (measured in real runs only).
+        lags: For each attempt, how long after it was due it really started
+            (real runs only): the time its event loop was busy with others.
+        durations: How long each attempt took from its start until it failed
+            or connected (real runs only).
         label: What was run, for plot legends.
     """
 
@@ -96,6 +104,7 @@ class HerdResult:
     reconnected: list[float] = field(default_factory=list)
     lost: list[float] = field(default_factory=list)
     accepted_at: array[float] = field(default_factory=lambda: array("d"))
+    lags: array[float] = field(default_factory=lambda: array("d"))
     durations: array[float] = field(default_factory=lambda: array("d"))
     label: str = ""
 
@@ -118,19 +127,22 @@ class HerdResult:
         if ok is not None:
             times = times[np.frombuffer(self.attempt_ok, dtype=np.uint8) == int(ok)]
         end = until if until is not None else (times.max() if times.size else 0.0)
-        bins = int(end / bin) + 1
-        index = (times / bin).astype(int)
+        # A time a hair below a boundary is a float sum meant to land on it (0.1 s x 6 is 0.5999...): nudge it over.
+        bins = int(np.floor(end / bin + _EPSILON)) + 1
+        index = np.floor(times / bin + _EPSILON).astype(int)
         return np.bincount(index[index < bins], minlength=bins)
 
-    def peak_attempts(self, bin: float = 0.1) -> int:
-        """The most attempts in any ``bin``-second interval once the server was back (what it had to handle)."""
-        counts = self.per_bin(bin)
-        return int(counts[int(self.back_at / bin):].max(initial=0))
+    def peak_attempts(self, window: float = 0.1) -> int:
+        """The most attempts due within any ``window`` seconds once the server was back: its busiest moment.
 
-    def peak_accept_rate(self, bin: float = 0.1) -> float:
-        """The most connections the server accepted in any ``bin``-second interval, per second."""
-        accepted = np.frombuffer(self.accepted_at, dtype=float) if len(self.accepted_at) else np.zeros(0)
-        return float(np.bincount((accepted / bin).astype(int)).max(initial=0)) / bin
+        A sliding window (see :func:`busiest`), so a wave that straddles two of
+        :meth:`per_bin`'s fixed bins still counts whole.
+        """
+        return busiest(self.attempt_times, window, since=self.back_at)
+
+    def peak_accepts(self, window: float = 1.0) -> int:
+        """The most connections the server admitted within any ``window`` seconds (a count, not a rate)."""
+        return busiest(self.accepted_at, window)
 
     def fraction_back(self, times: Sequence[float] | np.ndarray) -> np.ndarray:
         """For each time, the fraction of clients reconnected by then."""
@@ -154,8 +166,8 @@ class HerdResult:
             "all back": self.all_back,
             "server back at (s)": round(self.back_at, 2),
             "all back at (s)": round(self.completion_time, 2),
-            "peak attempts / 100 ms": self.peak_attempts(),
-            "peak accepts / s": round(self.peak_accept_rate()),
+            "busiest 100 ms once back (attempts due)": self.peak_attempts(),
+            "busiest second (accepts)": self.peak_accepts(),
         }
 
 
@@ -176,14 +188,14 @@ def simulate(
 
     Args:
         n: Clients.
-        policy: Keyword arguments for :class:`~wslab.backoff.Backoff`
+        policy: Keyword arguments for :class:`~wslab.clients.backoff.Backoff`
             (``min_delay``, ``max_delay``, ``factor``, ``jitter``).
         downtime: When the server listens again, in seconds after the outage began.
         accept_rate: The server's capacity, connections per second (see :class:`AcceptLimit`).
         burst: The capacity's burst size (default: 100 ms worth).
         seed: Seeds the one random generator all clients draw from: same seed, same result.
         replay: Give client ``i`` its own generator seeded like
-            :func:`wslab.herd.run_herd` does, so it draws the same delays as its
+            :func:`wslab.studies.herd.run_herd` does, so it draws the same delays as its
             real twin (uses memory: for small herds).
         lost_at: When each client noticed the loss (default: all at 0). Pass a
             real run's ``lost`` to replay it.
@@ -227,6 +239,20 @@ def simulate(
             oks.append(0)
             heapq.heapreplace(heap, (t + backoffs[i].next(), i))  # pop and push in one step
     return result
+
+
+def busiest(times: Sequence[float] | array[float], window: float, *, since: float = -math.inf) -> int:
+    """The most of ``times`` (seconds, any order) that fall within any ``window`` seconds, counting those >= ``since``.
+
+    ``window`` is half-open: times ``t`` and ``t + window`` are not in the same
+    window, nor are times a nanosecond short of that (float sums: 0.1 s x 6 is 0.5999...).
+    """
+    t = np.sort(np.asarray(times, dtype=float))
+    t = t[t >= since]
+    if not t.size:
+        return 0
+    ends = np.searchsorted(t, t + window - 1e-9, side="left")  # for each time, the first one a window later
+    return int((ends - np.arange(t.size)).max())
 
 
 def client_seed(seed: int, i: int) -> int:
