@@ -55,8 +55,8 @@ def pins() -> dict[str, str]:
 
 
 def debian_packages(program) -> list[str]:
-    """``["chromium"]`` from ``{"Debian/Ubuntu": "sudo apt install chromium"}`` (options left out)."""
-    command = program.install["Debian/Ubuntu"]
+    """``["chromium"]`` from ``{"Debian": "sudo apt install chromium"}`` (options left out)."""
+    command = program.install.get("Debian/Ubuntu") or program.install["Debian"]
     match = re.fullmatch(r"(?:sudo )?apt(?:-get)? install((?: [\w.+-]+)+)", command)
     assert match, f"{program.name}: cannot read Debian packages from {command!r}"
     return [word for word in match.group(1).split() if not word.startswith("-")]

@@ -464,6 +464,53 @@ async def test_a_child_process_that_exits_or_never_serves_is_one_clear_line():
         assert "broken" not in lab and "sleepy" not in lab
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+async def test_a_child_process_stops_when_the_kernel_that_started_it_is_killed(tmp_path):
+    # A restarted Jupyter kernel dies without running lab.close(): its nginx, Redis or Tomcat
+    # must not live on. A "kernel" (a Python process) starts a child through the lab, prints its
+    # pid, and is killed with SIGKILL; the child must be gone soon after.
+    port = free_port()
+    kernel_code = f"""
+import asyncio, sys
+from wslab.runtime.lab import Lab
+from wslab.runtime.childprocess import ChildProcess
+
+async def ready(directory):
+    _, writer = await asyncio.open_connection("127.0.0.1", {port})
+    writer.close()
+    return True
+
+async def main():
+    lab = Lab()
+    child = await ChildProcess.start(lab, "web", lambda d: [sys.executable, "-m", "http.server", "{port}",
+                                     "--bind", "127.0.0.1"], ready=ready)
+    print(child.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+    kernel = await asyncio.create_subprocess_exec(sys.executable, "-c", kernel_code, stdout=asyncio.subprocess.PIPE)
+    assert kernel.stdout is not None
+    try:
+        line = await asyncio.wait_for(kernel.stdout.readline(), scaled(15))
+        child_pid = int(line)
+        os.kill(child_pid, 0)  # running
+    finally:
+        kernel.kill()
+        await kernel.wait()
+
+    def child_gone() -> bool:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie (reparented to init, not yet reaped) has stopped too.
+        with open(f"/proc/{child_pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    await wait_until(child_gone, 5, f"the child {child_pid} stopping after its kernel was killed")
+
+
 # -- deadlines: wait_until, close_within, abort_all, and the one timing knob ------------------------------
 
 

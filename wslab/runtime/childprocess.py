@@ -2,8 +2,11 @@
 
 :meth:`ChildProcess.start` runs a program as a child of the kernel, in its own
 temporary directory, on 127.0.0.1; ``lab.close()`` stops it (SIGTERM, then
-SIGKILL at the deadline) and deletes the directory. Which programs there are,
-and what to do when one is missing: :mod:`wslab.runtime.programs`.
+SIGKILL at the deadline) and deletes the directory. On Linux it also gets
+SIGTERM when the kernel itself dies (a restarted kernel never runs
+``lab.close()``), so a room of restarted kernels leaves no nginx, Redis or
+Tomcat behind. Which programs there are, and what to do when one is missing:
+:mod:`wslab.runtime.programs`.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -25,7 +30,18 @@ from .timing import scaled, wait_until
 if TYPE_CHECKING:
     from .lab import Lab
 
-__all__ = ["ChildProcess", "free_port"]
+__all__ = ["ChildProcess", "free_port", "dies_with_parent"]
+
+
+def dies_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the program gets SIGTERM when the process that started it dies (Linux).
+
+    ``setpriv --pdeathsig TERM`` (util-linux, on every Debian) sets the kernel's
+    parent-death signal, then execs the program, which keeps the setting and the
+    pid. Without it (macOS), ``argv`` as it is: only ``lab.close()`` stops the program.
+    """
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -111,7 +127,7 @@ class ChildProcess:
         log = open(path / log_name, "wb")  # noqa: SIM115  (the child writes to it; closed below)
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv(path), cwd=path, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                *dies_with_parent(argv(path)), cwd=path, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 env={**os.environ, **(env or {})}, pass_fds=tuple(pass_fds), start_new_session=True,
             )
         except OSError as exc:

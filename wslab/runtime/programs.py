@@ -118,7 +118,11 @@ class Program:
     def skip_reason(self) -> str | None:
         """Why tests and notebooks that need it should skip here, or None if they must run (found, or in CI)."""
         available, reason = self.availability()
-        if available or in_ci():
+        if available:
+            return None
+        if self.linux_only and not sys.platform.startswith("linux"):
+            return reason  # not supported here, so even CI (a macOS runner) skips rather than fails
+        if in_ci():
             return None
         return reason
 
@@ -176,8 +180,9 @@ CHROMIUM = _entry(Program(
         "chromium",
         "chromium-browser",
     ),
-    install={"Debian/Ubuntu": "sudo apt install chromium",
-             "macOS or elsewhere": "python -m playwright install chromium"},
+    # Ubuntu's apt "chromium" only installs a snap, which fails in containers and under some sandboxes.
+    install={"Debian": "sudo apt install chromium",
+             "Ubuntu, macOS or elsewhere": "python -m playwright install chromium"},
     env_var="WSLAB_CHROMIUM",
     more_places=_playwright_downloads,
     python_module=("playwright.async_api", "pip install -e '.[lab]' (or pip install playwright)"),
