@@ -8,6 +8,8 @@
 3. Fault to the removal of Fixed's sessions, target under 3 s.
 4. Log lines a second per session after the failure: Broken (the flood) against Fixed (target 0).
 5. The whole scenario (javac, a Tomcat start, the vanish run): target under 60 s, notebook 09's budget.
+6. Notebook 09's exercise check, on the reference solution (javac, Tomcat in a namespace, the deaths):
+   target under 10 s, the workshop's budget for a check.
 
 Run: ``python3 tasks.py bench`` or ``.venv/bin/python benchmarks/bench_tomcat.py [--runs N]``.
 Exit code 1 if a target is missed; 0 with one line if Tomcat or namespaces are missing here.
@@ -23,9 +25,10 @@ import tempfile
 import time
 
 from wslab import Lab
+from wslab.checks.javaremoval import check_java_removal
 from wslab.faults.netns import TIMED_OUT, run_vanish, vanish_skip_reason
 from wslab.runtime.tomcat import compile_java, launch_tomcat
-from wslab.servers.java import ENDPOINTS
+from wslab.servers.java import BROKEN, ENDPOINTS
 
 CLIENTS = 3  # per endpoint
 WATCH = 3.0
@@ -76,6 +79,21 @@ async def one_scenario(results: dict) -> None:
     results["fixed_lines"].append(lines_per_second(run, "Fixed", start, end) / CLIENTS)
 
 
+# The reference solution's change to Broken.java (notebooks/solutions/09-java-removal.py adds the same).
+SOLVED = BROKEN.read_text().replace("    static void broadcast() {", """    @OnClose
+    public void onClose(Session session) { SESSIONS.remove(session.getId()); }
+
+    static void broadcast() {""")
+
+
+async def one_check(results: dict) -> None:
+    started = time.monotonic()
+    report = await check_java_removal(SOLVED)
+    results["check"].append(time.monotonic() - started)
+    if not report.passed:
+        failures.append(f"the check failed the reference solution: {report.verdict()}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -85,10 +103,11 @@ def main() -> int:
         print(f"skipped: {reason}")
         return 0
     results: dict = {key: [] for key in ("javac", "start", "whole", "to_exception", "to_removal", "broken_ise",
-                                         "broken_lines", "fixed_lines", "vanish_wall")}
+                                         "broken_lines", "fixed_lines", "vanish_wall", "check")}
     results.update(reads=0, sessions=0)
     for _ in range(args.runs):
         asyncio.run(one_scenario(results))
+        asyncio.run(one_check(results))
     print(f"javac, both endpoints:            {spread(results['javac'])}")
     print(f"Tomcat start to /ready.txt:       {spread(results['start'])}")
     print(f"the vanish run, namespaces incl.: {spread(results['vanish_wall'])}")
@@ -109,6 +128,9 @@ def main() -> int:
     worst = max(results["whole"])
     print(f"whole scenario:                   {spread(results['whole'])}"
           f"  target < 60 s: {verdict(worst < 60.0, 'whole scenario')}")
+    worst = max(results["check"])
+    print(f"exercise check (solution):        {spread(results['check'])}"
+          f"  target < 10 s: {verdict(worst < 10.0, 'exercise check')}")
     if failures:
         print("targets missed:", ", ".join(failures))
     return 1 if failures else 0

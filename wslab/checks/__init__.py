@@ -7,6 +7,7 @@ returns a :class:`~wslab.checks.report.Report`.
 from __future__ import annotations
 
 from .deaths import check_deaths
+from .javaremoval import check_java_removal
 from .jitter import check_full_jitter
 from .keepalive import check_ping_interval
 from .onclose import check_onclose
@@ -15,6 +16,6 @@ from .resume import check_resume
 from .sessions import check_handler
 
 __all__ = [
-    "check_deaths", "check_full_jitter", "check_handler", "check_onclose", "check_ping_interval",
-    "check_reconnect_policy", "check_resume",
+    "check_deaths", "check_full_jitter", "check_handler", "check_java_removal", "check_onclose",
+    "check_ping_interval", "check_reconnect_policy", "check_resume",
 ]

@@ -96,8 +96,12 @@ class VanishRun:
         log: Tomcat's whole log, parsed (:class:`~wslab.runtime.javalog.TomcatLog`).
         fault_at: When the DROP rules were in and the clients were killed.
         until: The text waited for, and ``until_at`` when each record containing it was logged.
-        client_ports: The clients' local ports: the DROP rules' ports.
+        client_ports: The vanished clients' local ports: the DROP rules' ports.
         client_paths: The endpoint each of those clients was connected to, e.g. ``/broken``.
+        clean_paths: The endpoints of the clients that closed cleanly at the fault.
+        healthy_paths: The endpoints of the healthy clients, which stayed.
+        healthy_received: For each healthy client, ``(time, messages received so far)`` every 0.2 s.
+        probe_at: When the probe clients started connecting (None: no probe).
         rules: The iptables rules added inside the namespace.
         tcp_retries2: The setting inside the namespace.
         javac_s, start_s: Seconds for javac, and for Tomcat to start (inside).
@@ -119,6 +123,16 @@ class VanishRun:
     host_before: HostNetwork
     host_after: HostNetwork
     interfaces: list[str] = field(default_factory=list)
+    clean_paths: list[str] = field(default_factory=list)
+    healthy_paths: list[str] = field(default_factory=list)
+    healthy_received: list[list[tuple[float, int]]] = field(default_factory=list)
+    probe_at: float | None = None
+
+    def received_between(self, client: int, start: float, end: float) -> int:
+        """How many messages healthy client number ``client`` received in ``[start, end]`` (epoch seconds),
+        by its reports every 0.2 s: the first report at or after ``start`` to the last at or before ``end``."""
+        inside = [count for at, count in self.healthy_received[client] if start <= at <= end]
+        return inside[-1] - inside[0] if inside else 0
 
     @property
     def fault_to_until_s(self) -> float | None:
@@ -147,6 +161,10 @@ async def run_vanish(
     watch: float = 0.0,
     settle: float = 1.0,
     ping: float | None = None,
+    clean: Sequence[str] = (),
+    healthy: Sequence[str] = (),
+    probe: Sequence[str] = (),
+    opened: str = "",
     fine: bool = False,
     properties: Mapping[str, object] | None = None,
     timeout: float = 30.0,
@@ -157,14 +175,25 @@ async def run_vanish(
     ``path`` may name several endpoints (``("/broken", "/fixed")``): ``clients`` connect to each,
     all vanish at once, and one Tomcat start serves both.
 
+    The clients connect group by group, so that Tomcat numbers their sessions in this order: the
+    vanishing ones, path by path as given; then the ``clean`` ones; then the ``healthy`` ones.
+    Give ``opened`` to make their ``@OnOpen`` methods run in that order too.
+
     Args:
         sources, classes: The endpoints, as ``.java`` files or compiled classes
             (see :func:`~wslab.runtime.tomcat.launch_tomcat`).
         retries2: ``net.ipv4.tcp_retries2`` inside (1: the kernel gives up after about 1.5 s); None: leave it at 15.
-        until: Wait until Tomcat logs a record containing this, once per client (at most ``timeout`` s, scaled).
+        until: Wait until Tomcat logs a record containing this, once per vanished client (at most
+            ``timeout`` s, scaled). ``""``: don't wait, only watch.
         watch: Then keep logging this many seconds more, e.g. to count the lines per second.
         settle: Seconds between the clients connecting and the fault.
         ping: The clients send a ping every this many seconds (None: never).
+        clean: One more client per path given here, which closes cleanly (a close frame) at the fault.
+        healthy: One more client per path given here, which stays connected and reading: a control.
+        opened: Before the next group connects, wait until Tomcat has logged a record containing this
+            once per client connected so far (at most 3 s, scaled), e.g. what ``@OnOpen`` logs. Tomcat answers a
+            handshake before it calls ``@OnOpen``, so without it the next group's may run first.
+        probe: After the watch, one more client per path given here connects (e.g. for ``@OnOpen`` to log the map).
         fine: Log Tomcat's NioEndpoint at FINE (the close path's ``Broken pipe``).
         properties: Java system properties, e.g. ``{"lab.readIdleMs": 2000}``.
 
@@ -184,6 +213,9 @@ async def run_vanish(
     argv += ["--retries2", str(retries2)] if retries2 is not None else []
     argv += ["--ping", str(ping)] if ping else []
     argv += ["--fine"] if fine else []
+    argv += ["--opened", opened] if opened else []
+    for option, extra in (("--clean", clean), ("--healthy", healthy), ("--probe", probe)):
+        argv += [arg for each in extra for arg in (option, each)]
     argv += [arg for key, value in (properties or {}).items() for arg in ("--property", f"{key}={value}")]
     before = host_network()
     started = time.monotonic()
@@ -221,4 +253,6 @@ async def run_vanish(
         client_ports=result["client_ports"], client_paths=result["client_paths"], rules=result["rules"],
         tcp_retries2=result["tcp_retries2"], javac_s=result["javac_s"], start_s=result["start_s"], wall_s=wall_s,
         host_before=before, host_after=after, interfaces=result["interfaces"],
+        clean_paths=list(clean), healthy_paths=list(healthy), probe_at=result["probe_at"],
+        healthy_received=[[(at, count) for at, count in reports] for reports in result["healthy_received"]],
     )

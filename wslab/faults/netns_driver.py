@@ -10,12 +10,17 @@ rules, and those must die with the namespace, never touch the host. Steps:
 1. bring up ``lo`` (a new namespace has only ``lo``, and it is down);
 2. lower ``net.ipv4.tcp_retries2`` (a per-namespace setting) so the kernel gives
    up on a silent peer in about 1.5 s instead of about 15 minutes;
-3. start Tomcat, and N clients, each a separate process
-   (``python -m wslab.faults.netns_driver client URL``) so that it can be killed;
-4. the fault: an iptables DROP rule on each client's port (so nothing reaches
-   Tomcat from it again, not even the FIN of its death), then ``kill -9``;
-5. wait until Tomcat logs ``--until`` once per client, then ``--watch`` seconds more;
-6. print one JSON object on stdout: the timings, the rules, and Tomcat's whole log.
+3. start Tomcat, and the clients, each a separate process
+   (:mod:`wslab.faults.netns_client`) so that it can be killed:
+   first the ones that will vanish, then those that will close cleanly, then
+   the healthy ones (in that order, so that Tomcat's session ids follow it);
+4. the fault: an iptables DROP rule on each vanishing client's port (so nothing
+   reaches Tomcat from it again, not even the FIN of its death), then
+   ``kill -9``; at the same moment the clean clients send a close frame;
+5. wait until Tomcat logs ``--until`` once per vanished client, then ``--watch`` seconds more;
+6. optionally connect one more client per ``--probe`` path (its ``@OnOpen`` logs the map's size);
+7. print one JSON object on stdout: the timings, the rules, what the healthy
+   clients received, and Tomcat's whole log.
 
 When it exits, the kernel kills every process left in its PID namespace, and
 the network namespace (with its rules and its setting) disappears.
@@ -30,7 +35,6 @@ import fcntl
 import json
 import os
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -41,10 +45,12 @@ from typing import Any
 from ..runtime.errors import LabError
 from ..runtime.lab import Lab
 from ..runtime.timing import scaled
-from ..runtime.tomcat import launch_tomcat
+from ..runtime.tomcat import Tomcat, launch_tomcat
 from .netns import IPTABLES
 
 RETRIES2 = Path("/proc/sys/net/ipv4/tcp_retries2")
+# Each client runs this file by its path: a light process, quick to start (see its docstring).
+CLIENT = Path(__file__).with_name("netns_client.py")
 
 
 def bring_up_loopback() -> None:
@@ -66,23 +72,53 @@ def blackhole(port: int) -> list[str]:
     return [" ".join(["-A", *rule]) for rule in rules]
 
 
-async def start_client(url: str, ca_file: Path, ping: float | None) -> tuple[asyncio.subprocess.Process, int]:
-    """A client in a process of its own; returns it and its local port, once it is connected."""
-    argv = [sys.executable, "-m", "wslab.faults.netns_driver", "client", url, "--ca", str(ca_file)]
-    if ping:
-        argv += ["--ping", str(ping)]
-    process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                   stdout=asyncio.subprocess.PIPE)
-    assert process.stdout is not None  # stdout=PIPE above
-    line = await asyncio.wait_for(process.stdout.readline(), scaled(15))
-    if not line:
-        raise LabError(f"the client could not connect to {url}")
-    return process, json.loads(line)["port"]
+async def start_client(ping: float | None, report: bool = False) -> asyncio.subprocess.Process:
+    """A client in a process of its own, started now (Python takes a moment): it connects when told to
+    (:func:`connect_clients`). With ``report``, it then prints ``{"received": N, "at": T}`` every 0.2 s."""
+    argv = [sys.executable, str(CLIENT), "--open-timeout", str(scaled(10))]
+    argv += ["--ping", str(ping)] if ping else []
+    argv += ["--report"] if report else []
+    return await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+
+
+async def connect_clients(tomcat: Tomcat, group: list[tuple[asyncio.subprocess.Process, str]]) -> list[int]:
+    """Tell each client of the group which path to connect to, side by side; return their local ports."""
+    async def connect(process: asyncio.subprocess.Process, path: str) -> int:
+        assert process.stdin is not None and process.stdout is not None  # both PIPEs
+        process.stdin.write(json.dumps({"url": tomcat.url(path), "ca": str(tomcat.ca_file)}).encode() + b"\n")
+        await process.stdin.drain()
+        line = await asyncio.wait_for(process.stdout.readline(), scaled(15))
+        if not line:
+            raise LabError(f"a client could not connect to {tomcat.url(path)}")
+        return int(json.loads(line)["port"])
+
+    return list(await asyncio.gather(*(connect(process, path) for process, path in group)))
+
+
+async def wait_opened(tomcat: Tomcat, text: str, count: int) -> None:
+    """Wait until Tomcat has logged ``text`` ``count`` times (at most 3 s, scaled; "": don't wait).
+
+    Tomcat answers a client's handshake, then creates its session and calls ``@OnOpen``; in between,
+    on a busy machine, the next group's client may connect and open first. The endpoint's own log
+    line says that this group's sessions are open.
+    If it never comes (an endpoint that logs no such line), the run goes on: the caller sees it.
+    """
+    deadline = time.monotonic() + scaled(3.0)
+    while text and len(tomcat.log().find(text)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def collect_reports(process: asyncio.subprocess.Process, into: list[list[float]]) -> None:
+    """Append each ``[time, messages received so far]`` a healthy client reports to ``into``."""
+    assert process.stdout is not None
+    while line := await process.stdout.readline():
+        report = json.loads(line)
+        into.append([report["at"], report["received"]])
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole scenario; returns what :func:`main` prints as JSON, with ``error`` if it failed."""
-    result: dict[str, Any] = {"fault_at": None, "until_at": [], "log": ""}
+    result: dict[str, Any] = {"fault_at": None, "until_at": [], "log": "", "healthy_received": [], "probe_at": None}
     # Safety first: a new network namespace (not the host's), and PID 1 of a new PID namespace.
     if os.stat("/proc/self/ns/net").st_ino == args.host_netns or os.getpid() != 1:
         raise LabError("netns_driver runs only inside the namespaces wslab.faults.netns.run_vanish makes")
@@ -91,7 +127,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.retries2 is not None:
         RETRIES2.write_text(f"{args.retries2}\n")
     result["tcp_retries2"] = int(RETRIES2.read_text())
-    clients: list[asyncio.subprocess.Process] = []
+    # Every client process starts now, while Tomcat starts: each connects only when told. All get killed at the end.
+    paths = [path for path in args.path or ["/broken"] for _ in range(args.clients)]
+    groups: dict[str, list[tuple[asyncio.subprocess.Process, str]]] = {
+        "vanishing": [(await start_client(args.ping), path) for path in paths],
+        "clean": [(await start_client(args.ping), path) for path in args.clean],
+        "healthy": [(await start_client(args.ping, report=True), path) for path in args.healthy],
+        "probe": [(await start_client(None), path) for path in args.probe],
+    }
+    clients = [process for group in groups.values() for process, _ in group]
     tomcat = None
     async with Lab() as lab:
         try:
@@ -99,32 +143,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             tomcat = await launch_tomcat(lab, args.source, classes=args.classes, fine=args.fine,
                                          properties=properties, timeout=args.timeout)
             result.update(javac_s=tomcat.javac_s, start_s=tomcat.start_s)
-            # The clients connect side by side; every one that started is kept, so that all get killed.
-            paths = [path for path in args.path or ["/broken"] for _ in range(args.clients)]
-            outcomes = await asyncio.gather(
-                *(start_client(tomcat.url(path), tomcat.ca_file, args.ping) for path in paths), return_exceptions=True)
-            started = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
-            clients += [process for process, _ in started]
-            errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-            if errors:
-                raise errors[0]
-            result["client_ports"] = ports = [port for _, port in started]  # all started: in the order of paths
+            # Group by group, so that Tomcat numbers the sessions in this order: vanishing (path by path, in the
+            # order given), clean, healthy. Within a group the clients connect side by side.
+            ports: list[int] = []
+            for path in dict.fromkeys(paths):
+                ports += await connect_clients(tomcat, [(p, each) for p, each in groups["vanishing"] if each == path])
+                await wait_opened(tomcat, args.opened, len(ports))
+            result["client_ports"] = ports
             result["client_paths"] = paths
+            await connect_clients(tomcat, groups["clean"])
+            await wait_opened(tomcat, args.opened, len(ports) + len(groups["clean"]))
+            await connect_clients(tomcat, groups["healthy"])
+            result["healthy_received"] = [[] for _ in groups["healthy"]]
+            for (process, _), reports in zip(groups["healthy"], result["healthy_received"], strict=True):
+                lab.spawn(collect_reports(process, reports), name=f"reports-{process.pid}")
             await asyncio.sleep(args.settle)  # let broadcasts flow, as they would for a while in production
             # The fault: first the firewall (so even the FIN of the kill below is lost), then kill -9.
             result["rules"] = [rule for port in ports for rule in blackhole(port)]
             result["fault_at"] = fault_at = time.time()
-            for process in clients:
+            for process, _ in groups["vanishing"]:
                 process.kill()
-            await asyncio.gather(*(process.wait() for process in clients))
+            for process, _ in groups["clean"]:
+                process.terminate()  # the client's SIGTERM handler sends a close frame, 1000
+            await asyncio.gather(*(process.wait() for process, _ in groups["vanishing"]))
             deadline = time.monotonic() + scaled(args.timeout)
             while args.until and time.monotonic() < deadline:
-                if len(tomcat.log().find(args.until, since=fault_at)) >= len(clients):
+                if len(tomcat.log().find(args.until, since=fault_at)) >= len(paths):
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(args.watch + 0.3)  # the aftermath; and the last record's frames arrive
             if args.until:
                 result["until_at"] = [r.at for r in tomcat.log().find(args.until, since=fault_at)]
+            if groups["probe"]:  # one more client per path: its @OnOpen logs the map's size now
+                result["probe_at"] = time.time()
+                await connect_clients(tomcat, groups["probe"])
+                await asyncio.sleep(0.3)
         except (LabError, OSError, subprocess.SubprocessError) as exc:
             result["error"] = _one_line(exc)
         finally:
@@ -144,20 +197,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" + (f" ({detail})" if detail else "")
 
 
-async def client(args: argparse.Namespace) -> None:
-    """Connect, say which local port we have, then read every message until killed."""
-    from websockets.asyncio.client import connect
-
-    context = ssl.create_default_context(cafile=args.ca)
-    # compression=None: with permessage-deflate, Tomcat would shrink "xxxx..." to almost nothing.
-    async with connect(args.url, ssl=context, ping_interval=args.ping, ping_timeout=None, max_size=None,
-                       compression=None, open_timeout=scaled(10)) as ws:
-        port = ws.transport.get_extra_info("sockname")[1]
-        print(json.dumps({"port": port}), flush=True)
-        async for _ in ws:
-            pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wslab.faults.netns_driver", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,17 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--watch", type=float, default=0.0, help="then watch the log for this many seconds")
     runner.add_argument("--settle", type=float, default=1.0, help="seconds between connecting and the fault")
     runner.add_argument("--ping", type=float, default=None, help="the clients ping every this many seconds")
+    runner.add_argument("--clean", action="append", default=[], help="a client here closes cleanly at the fault")
+    runner.add_argument("--healthy", action="append", default=[], help="a client on this path stays, and reports")
+    runner.add_argument("--probe", action="append", default=[], help="after the watch, one more client on this path")
+    runner.add_argument("--opened", default="", help="before the next group connects, wait until Tomcat logs "
+                        "this once per client connected so far")
     runner.add_argument("--fine", action="store_true", help="NioEndpoint logs at FINE")
     runner.add_argument("--property", action="append", default=[], help="a Java system property, KEY=VALUE")
     runner.add_argument("--timeout", type=float, default=30.0, help="for Tomcat to start, and for --until")
-    victim = commands.add_parser("client", help="one wss:// client, to be killed")
-    victim.add_argument("url")
-    victim.add_argument("--ca", required=True)
-    victim.add_argument("--ping", type=float, default=None)
     args = parser.parse_args(argv)
-    if args.command == "client":
-        asyncio.run(client(args))
-        return 0
     started = time.monotonic()
     try:
         result = asyncio.run(run(args))

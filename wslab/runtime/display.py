@@ -14,9 +14,10 @@ __all__ = ["show_source", "SourceCode", "table", "Table"]
 class SourceCode:
     """Source text that renders highlighted in Jupyter and plain elsewhere."""
 
-    def __init__(self, text: str, where: str) -> None:
+    def __init__(self, text: str, where: str, language: str = "python") -> None:
         self.text = text
         self.where = where
+        self.language = language
 
     def __str__(self) -> str:
         return f"# {self.where}\n{self.text}"
@@ -24,7 +25,7 @@ class SourceCode:
     __repr__ = __str__
 
     def _repr_markdown_(self) -> str:
-        return f"`{self.where}`\n\n```python\n{self.text}```"
+        return f"`{self.where}`\n\n```{self.language}\n{self.text}```"
 
 
 def show_source(obj: Any) -> SourceCode:

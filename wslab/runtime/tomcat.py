@@ -44,8 +44,8 @@ from .timeline import EventKind
 from .timing import scaled
 
 __all__ = [
-    "INSTALL", "JAVAC", "NOTEBOOK", "TOMCAT", "Tomcat", "compile_java", "launch_tomcat",
-    "tomcat_skip_reason",
+    "INSTALL", "JAVAC", "NOTEBOOK", "TOMCAT", "CompiledClasses", "Tomcat", "compile_endpoints", "compile_java",
+    "launch_tomcat", "tomcat_skip_reason",
 ]
 
 NOTEBOOK = TOMCAT_NOTEBOOK
@@ -113,6 +113,40 @@ async def compile_java(sources: Sequence[str | Path], classes: str | Path, *, ti
             first = first.replace(str(Path(source).parent) + os.sep, "")
         raise LabError(f"javac failed: {first}")
     return time.monotonic() - started
+
+
+class CompiledClasses:
+    """Compiled endpoints, in a temporary directory of their own. ``close()`` (the lab's) deletes it.
+
+    Attributes:
+        path: The directory: give it to ``launch_tomcat(classes=...)`` or ``run_vanish(classes=...)``.
+        javac_s: Seconds ``javac`` took.
+    """
+
+    def __init__(self, directory: tempfile.TemporaryDirectory[str], javac_s: float) -> None:
+        self._directory = directory
+        self.path = Path(directory.name)
+        self.javac_s = javac_s
+
+    def close(self) -> None:
+        self._directory.cleanup()
+
+    def __repr__(self) -> str:
+        return f"<CompiledClasses {sorted(p.name for p in self.path.rglob('*.class'))}>"
+
+
+async def compile_endpoints(lab: Lab, sources: Sequence[str | Path], *, name: str = "classes") -> CompiledClasses:
+    """``javac`` the endpoints once, into a directory the lab tracks under ``name``: every Tomcat of a
+    notebook can then start from the same classes. Re-running closes (deletes) the old directory first."""
+    await lab.close(name)
+    directory = tempfile.TemporaryDirectory(prefix="wslab-classes-")
+    os.chmod(directory.name, 0o755)  # readable by the root of a user namespace too (run_vanish without root)
+    try:
+        javac_s = await compile_java(sources, directory.name)
+    except BaseException:
+        directory.cleanup()
+        raise
+    return await lab.track(name, CompiledClasses(directory, javac_s))
 
 
 def _make_base(base: Path, classes: Path, fine: bool) -> None:

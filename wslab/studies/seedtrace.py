@@ -60,7 +60,9 @@ java.io.IOException: Connection timed out
   at java.util.concurrent.ThreadPoolExecutor$Worker.run(ThreadPoolExecutor.java:624)
   at org.apache.tomcat.util.threads.TaskThread$WrappingRunnable.run(TaskThread.java:61)
   at java.lang.Thread.run(Thread.java:748)
-05-Nov-2018 09:17:07.881 INFO [https-jsse-nio-443-exec-6] org.apache.tomcat.websocket.server.WsRemoteEndpointImplServer.doClose Failed to close the ServletOutputStream connection cleanly
+05-Nov-2018 09:17:07.881 INFO [https-jsse-nio-443-exec-6] \
+org.apache.tomcat.websocket.server.WsRemoteEndpointImplServer.doClose \
+Failed to close the ServletOutputStream connection cleanly
  java.io.IOException: Broken pipe
   at sun.nio.ch.FileDispatcherImpl.write0(Native Method)
   at sun.nio.ch.SocketDispatcher.write(SocketDispatcher.java:47)
