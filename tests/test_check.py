@@ -63,7 +63,7 @@ def test_a_missing_core_program_fails_the_check_and_says_how_to_install_it():
     result = run_check(WSLAB_CHROMIUM="/nonexistent/chromium")
     assert result.returncode == 1, result.stdout + result.stderr
     line = line_about(result, "chromium")
-    assert line.startswith("MISSING   chromium (notebook 03, 08): WSLAB_CHROMIUM=/nonexistent/chromium")
+    assert line.startswith("MISSING   chromium (notebook 03, 06, 08): WSLAB_CHROMIUM=/nonexistent/chromium")
     assert "sudo apt install chromium" in line and "python -m playwright install chromium" in line
     assert result.stdout.splitlines()[-1].startswith("not ready: ") and "chromium" in result.stdout.splitlines()[-1]
 

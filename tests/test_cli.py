@@ -135,14 +135,16 @@ def test_help_documents_both_commands():
 def test_proxy_help_lists_every_stdin_command():
     result = run_cli("proxy", "--help")
     assert result.returncode == 0
-    for word in ("--upstream", "--listen", "--fault", "pass", "latency", "stall", "reset", "close", "refuse", "status"):
+    for word in ("--upstream", "--listen", "--fault", "pass", "latency", "stall", "reset", "close", "refuse", "status",
+                 "idle-timeout SECONDS", "--timeout"):
         assert word in result.stdout, word
 
 
 def test_serve_help_lists_server_variants():
     result = run_cli("serve", "--help")
     assert result.returncode == 0
-    for word in ("--server", "naive", "--host", "--port", "--ping-interval", "--broadcast-interval"):
+    for word in ("--server", "naive", "--host", "--port", "--ping-interval", "--broadcast-interval", "--drain-window",
+                 "1012", "--epoch"):
         assert word in result.stdout, word
 
 
@@ -381,6 +383,26 @@ def test_proxy_reports_bad_stdin_commands_and_keeps_running(running):
     for fragment in ("unknown command 'explode'", "latency needs seconds", "'soon' is not a number",
                      "no open proxy connection 'p9'", "at most one connection label"):
         assert fragment in err, (fragment, err)
+
+
+def test_proxy_idle_timeout_typed_on_stdin_cuts_a_quiet_connection(running):
+    server = running("serve", "--broadcast-interval", "0")
+    proxy = running("proxy", "--upstream", server.line())
+    url = proxy.line()
+    for command in ("idle-timeout", "idle-timeout 0.5", "status"):
+        proxy.send(command)
+    assert proxy.wait_for(" open=").startswith("fault=idle-timeout 0.5 s")
+    with connect(url, open_timeout=DEADLINE) as ws:
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosedError) as caught:
+            ws.recv(timeout=DEADLINE)  # nothing comes: the proxy cuts the quiet connection
+        assert time.monotonic() - started < 0.5 + scaled(1)
+        assert caught.value.rcvd is None  # no close frame, like nginx's cut
+    proxy.wait_for("idle-timeout")
+    proxy.send("quit")
+    assert proxy.proc.wait(timeout=DEADLINE) == 0
+    err = proxy.stderr()
+    assert "idle-timeout needs seconds, e.g. 'idle-timeout 2'" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("then", ["close", "reset", "stall"])

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.protocol import State
 
 from wslab import Lab
 from wslab.faults.proxy import FAULTS, FaultProxy, start_proxy
@@ -192,7 +193,7 @@ async def test_faults_are_recorded_on_the_timeline():
 def test_every_fault_is_documented_in_the_module():
     import wslab.faults.proxy
 
-    assert FAULTS == ("pass", "latency", "stall", "reset", "close", "refuse")
+    assert FAULTS == ("pass", "latency", "stall", "reset", "close", "refuse", "idle-timeout")
     documented = [line.split()[0] for line in wslab.faults.proxy.__doc__.splitlines() if line[:1].isalpha()]
     assert [f for f in FAULTS if f not in documented] == []
     assert FaultProxy.set_fault.__doc__
@@ -253,3 +254,100 @@ def test_bytes_read_before_the_upstream_connection_is_up_are_kept_not_dropped():
     conn.server.connection_made(upstream)  # type: ignore[arg-type]
     assert upstream.written == [b"GET / HTTP/1.1\r\n", b"\r\n"]
     assert conn.bytes_up == 18
+
+
+# -- idle-timeout: nginx's proxy_read_timeout, in the fault proxy ---------------------------------
+
+
+async def talk(ws) -> None:
+    """A server handler: on a path ``/send/SECONDS`` send a message every SECONDS; otherwise only read."""
+    parts = (ws.request.path if ws.request else "").strip("/").split("/")
+    if parts[0] == "send":
+        while True:
+            await asyncio.sleep(float(parts[1]))
+            await ws.send("from the server")
+    async for _ in ws:
+        pass  # read, never answer: client->server traffic stays one-way
+
+
+async def lifetime(ws, since: float, deadline: float) -> float:
+    """Seconds from ``since`` until ``ws`` closed, waiting up to ``deadline`` (scaled)."""
+    await asyncio.wait_for(ws.wait_closed(), scaled(deadline))
+    return time.monotonic() - since
+
+
+async def test_idle_timeout_closes_a_quiet_connection_with_a_fin_each_way_at_the_timeout():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await start_proxy(lab, server, name="proxy")
+        await proxy.set_fault("idle-timeout", timeout=1.0)
+        ws = await lab.connect(proxy.url, name="client")
+        await ws.send("last words")
+        assert await asyncio.wait_for(ws.recv(), scaled(2)) == "last words"
+        quiet_since = time.monotonic()
+        with pytest.raises(ConnectionClosedError) as caught:
+            await asyncio.wait_for(ws.recv(), scaled(5))
+        lived = time.monotonic() - quiet_since
+        assert abs(lived - 1.0) <= scaled(0.5), f"cut {lived:.3f} s after the last byte, expected 1 s"
+        # What nginx's cut looks like to the client: no close frame, the stream just ended (a FIN).
+        assert ws.close_code == 1006 and caught.value.rcvd is None and caught.value.sent is None
+        assert isinstance(caught.value.__cause__, EOFError)
+        server_side = await closed_event(lab, "echo", 2.0)  # the server gets a FIN too
+        assert server_side.code == 1006 and isinstance(server_side.data["exc"].__cause__, EOFError)
+        [cut] = lab.timeline.select(source="proxy", kind="idle-timeout")
+        assert "FIN to both sides" in cut.detail
+
+
+async def test_idle_timeout_restarts_at_every_byte_in_either_direction():
+    async with Lab() as lab:
+        server = await lab.serve(talk, name="talk")
+        proxy = await start_proxy(lab, server, name="proxy")
+        await proxy.set_fault("idle-timeout", timeout=1.0)
+        up = await lab.connect(proxy.url + "/read", name="client-sends")
+        down = await lab.connect(proxy.url + "/send/0.3", name="server-sends")
+        silent = await lab.connect(proxy.url + "/read", name="silent")  # the control
+        opened = time.monotonic()
+
+        async def send_every(seconds: float) -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                await up.send("from the client")
+
+        lab.spawn(send_every(0.3), name="sender")
+        lived = await lifetime(silent, opened, 3)
+        assert abs(lived - 1.0) <= scaled(0.5), lived
+        await asyncio.sleep(1.5)  # 2.5 timeouts in all
+        assert up.state is State.OPEN and down.state is State.OPEN
+        await lab.close("sender")
+        # Quiet now, both ways: cut one timeout after the last byte.
+        cut = await lifetime(up, time.monotonic(), 3)
+        assert cut <= 1.0 + scaled(0.5), cut
+
+
+async def test_switching_idle_timeout_on_gives_an_idle_connection_a_full_timeout():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await start_proxy(lab, server, name="proxy")
+        ws = await lab.connect(proxy.url, name="client")
+        await asyncio.sleep(1.2)  # idle longer than the timeout about to be set
+        switched = time.monotonic()
+        await proxy.set_fault("idle-timeout", timeout=1.0)
+        lived = await lifetime(ws, switched, 3)
+        assert 0.95 <= lived <= 1.0 + scaled(0.5), lived  # counted from the switch, not from the last byte
+
+
+async def test_idle_timeout_is_a_state_for_new_connections_until_pass_and_can_hit_one_connection():
+    async with Lab() as lab:
+        server = await lab.serve(echo, name="echo")
+        proxy = await start_proxy(lab, server, name="proxy")
+        await proxy.set_fault("idle-timeout", timeout=0.5)
+        assert "idle-timeout 0.5 s" in repr(proxy)
+        await proxy.set_fault("pass")
+        spared = await lab.connect(proxy.url, name="spared")
+        target = await lab.connect(proxy.url, name="target")
+        await wait_until(lambda: len(proxy.connections) == 2, 2, "both connections relayed")
+        await proxy.set_fault("idle-timeout", timeout=0.5, conn=proxy.connections[1])
+        await lifetime(target, time.monotonic(), 3)
+        assert spared.state is State.OPEN
+        with pytest.raises(ValueError, match="idle-timeout needs a positive timeout"):
+            await proxy.set_fault("idle-timeout")

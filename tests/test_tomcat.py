@@ -29,7 +29,7 @@ from wslab.faults.netns import TIMED_OUT, host_network, run_vanish, vanish_skip_
 from wslab.runtime import programs
 from wslab.runtime.programs import Program
 from wslab.runtime.timing import scaled, wait_until
-from wslab.runtime.tomcat import INSTALL, compile_java, launch_tomcat, tomcat_skip_reason
+from wslab.runtime.tomcat import INSTALL, compile_java, launch_tomcat, tomcat_skip_reason, tomcat_version
 from wslab.servers.java import BROKEN, ENDPOINTS, map_sizes
 from wslab.studies.seedtrace import SEED_CLOSE, SEED_READ, align
 from wslab.studies.tomcatrun import map_over_time
@@ -310,3 +310,11 @@ async def test_a_java_error_is_one_line_naming_the_file_and_line(tmp_path):
     source.write_text(BROKEN.read_text().replace("SESSIONS.put(session.getId(), session);", "SESSIONS.put("))
     with pytest.raises(LabError, match=r"^javac failed: Broken\.java:\d+: error: "):
         await compile_java([source], tmp_path / "classes")
+
+
+@needs_tomcat
+def test_tomcat_version_names_this_tomcat_and_its_jvm():
+    # Notebook 09 prints it next to what it says about Tomcat 10.1 and JDK 17.
+    server, jvm = tomcat_version().splitlines()
+    assert server.startswith("Server version: Apache Tomcat/10.")
+    assert jvm.startswith("JVM Version:") and jvm.split(":")[1].strip()[:1].isdigit()

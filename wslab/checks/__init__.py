@@ -10,6 +10,7 @@ from .deaths import check_deaths
 from .hardening import check_front_door
 from .javaremoval import check_java_removal
 from .jitter import check_full_jitter
+from .keepalive import check_ping_interval
 from .onclose import check_onclose
 from .reconnect import check_reconnect_policy
 from .resume import check_resume
@@ -17,5 +18,5 @@ from .sessions import check_handler
 
 __all__ = [
     "check_deaths", "check_front_door", "check_full_jitter", "check_handler", "check_java_removal", "check_onclose",
-    "check_reconnect_policy", "check_resume",
+    "check_ping_interval", "check_reconnect_policy", "check_resume",
 ]

@@ -30,10 +30,12 @@ commands read from stdin while the proxy runs (one per line):
   reset                close both sides with an RST
   close                close both sides with a FIN
   refuse               stop listening: new connections are refused
+  idle-timeout SECONDS close a connection (FIN both sides) after SECONDS without a byte
+                       either way, like nginx's proxy_read_timeout, e.g. "idle-timeout 2"
   status               print the fault and the bytes relayed per connection
   help                 print this list
   quit                 stop the proxy (like Ctrl-C)
-add a connection label to hit one connection only: "stall p3", "latency 0.2 p3"
+add a connection label to hit one connection only: "stall p3", "latency 0.2 p3", "idle-timeout 2 p3"
 (labels p1, p2, ... are printed when connections open; "status" lists them)
 """
 
@@ -57,6 +59,8 @@ def add_proxy(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     p.add_argument("--fault", choices=FAULTS, default="pass", help="fault to start with (default: pass)")
     p.add_argument("--delay", type=seconds, default=0.2, metavar="S", help="delay for --fault latency (default: 0.2)")
+    p.add_argument("--timeout", type=seconds, default=60.0, metavar="S",
+                   help="timeout for --fault idle-timeout (default: 60, nginx's proxy_read_timeout)")
     p.set_defaults(run=cmd_proxy)
 
 
@@ -70,13 +74,16 @@ async def _proxy(args: argparse.Namespace) -> int:
     host, port = args.listen
     if args.fault == "latency" and not args.delay:
         raise LabError("--fault latency needs a --delay above 0 seconds, e.g. --delay 0.2")
+    if args.fault == "idle-timeout" and not args.timeout:
+        raise LabError("--fault idle-timeout needs a --timeout above 0 seconds, e.g. --timeout 2")
     timeline = PrintingTimeline()
     async with Lab(timeline) as lab:
         proxy = await start_proxy(lab, args.upstream, name="proxy", host=host, port=port)
         print_line(proxy.url)
         timeline.start_printing()
         if args.fault != "pass":
-            await proxy.set_fault(args.fault, delay=args.delay if args.fault == "latency" else 0.0)
+            await proxy.set_fault(args.fault, delay=args.delay if args.fault == "latency" else 0.0,
+                                  timeout=args.timeout if args.fault == "idle-timeout" else 0.0)
         print_line(f"wslab proxy: {proxy.url} -> {args.upstream}; type 'help' for commands, Ctrl-C stops it",
                file=sys.stderr)
         commands = stdin_lines()
@@ -115,22 +122,27 @@ async def proxy_command(proxy: FaultProxy, line: str) -> str | None:
         print_line(f"wslab proxy: unknown command {name!r}; faults: {', '.join(FAULTS)}; also status, help, quit",
                file=sys.stderr)
         return None
-    delay = 0.0
-    if name == "latency":
+    delay = timeout = 0.0
+    if name in ("latency", "idle-timeout"):  # both take seconds first
+        example = {"latency": "latency 0.2", "idle-timeout": "idle-timeout 2"}[name]
         if not rest:
-            print_line("wslab proxy: latency needs seconds, e.g. 'latency 0.2'", file=sys.stderr)
+            print_line(f"wslab proxy: {name} needs seconds, e.g. '{example}'", file=sys.stderr)
             return None
         try:
-            delay = seconds(rest.pop(0))
+            value = seconds(rest.pop(0))
         except argparse.ArgumentTypeError as exc:
-            print_line(f"wslab proxy: latency: {exc}", file=sys.stderr)
+            print_line(f"wslab proxy: {name}: {exc}", file=sys.stderr)
             return None
+        if name == "latency":
+            delay = value
+        else:
+            timeout = value
     if len(rest) > 1:
         print_line(f"wslab proxy: too many words in {line.strip()!r}: give at most one connection label",
                file=sys.stderr)
         return None
     try:
-        await proxy.set_fault(name, delay=delay, conn=rest[0] if rest else None)
+        await proxy.set_fault(name, delay=delay, timeout=timeout, conn=rest[0] if rest else None)
     except (KeyError, ValueError) as exc:
         print_line(f"wslab proxy: {exc.args[0] if exc.args else exc}", file=sys.stderr)
     return None
@@ -138,13 +150,19 @@ async def proxy_command(proxy: FaultProxy, line: str) -> str | None:
 
 def proxy_status(proxy: FaultProxy) -> str:
     """The proxy's fault and byte counts, one connection per line."""
-    delay = f" {proxy.delay:g} s" if proxy.fault == "latency" else ""
     refusing = " refusing new connections" if proxy.refusing else ""
-    lines = [f"fault={proxy.fault}{delay}{refusing} open={len(proxy.connections)} "
-             f"bytes up={proxy.bytes_up} down={proxy.bytes_down} (up: client -> server)"]
+    lines = [f"fault={proxy.fault}{_seconds(proxy.fault, proxy.delay, proxy.idle_timeout)}{refusing} "
+             f"open={len(proxy.connections)} bytes up={proxy.bytes_up} down={proxy.bytes_down} (up: client -> server)"]
     for c in proxy.connections:
-        delay = f" {c.delay:g} s" if c.fault == "latency" else ""
-        lines.append(f"  {c.label:<4} fault={c.fault}{delay} bytes up={c.bytes_up} down={c.bytes_down}")
+        lines.append(f"  {c.label:<4} fault={c.fault}{_seconds(c.fault, c.delay, c.idle_timeout)} "
+                     f"bytes up={c.bytes_up} down={c.bytes_down}")
     return "\n".join(lines)
 
 
+def _seconds(fault: str, delay: float, timeout: float) -> str:
+    """" 0.2 s" after latency, " 2 s" after idle-timeout: the seconds a state was given."""
+    if fault == "latency":
+        return f" {delay:g} s"
+    if fault == "idle-timeout":
+        return f" {timeout:g} s"
+    return ""

@@ -17,11 +17,13 @@ from ..servers import (
     BackplaneServer,
     ConnectionLimits,
     Gate,
+    ReplayServer,
     SessionServer,
     make_app,
     start_app,
     start_backplane,
 )
+from ..servers.drain import drain
 from .common import Parser, PrintingTimeline, count, fail, port, print_line, run_async, seconds, size, stop_on_signals
 
 # The variants that ping their clients themselves (FixedServer's keepalive), and take --keepalive.
@@ -35,7 +37,8 @@ def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
         help="run a lab server and print its URL and events",
         description=textwrap.fill(
             "Run a lab server, print its URL on the first line, then one line per event "
-            "(connections opening and closing, send errors) until Ctrl-C or SIGTERM."
+            "(connections opening and closing, send errors) until Ctrl-C or SIGTERM. "
+            "Either signal starts a drain (see --drain-window); a second one aborts every connection at once."
         ),
         epilog=f"servers:\n{variants}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,6 +64,18 @@ def add_serve(sub: argparse._SubParsersAction[Parser]) -> None:
         "--keepalive", type=seconds, default=None, metavar="S",
         help="for the variants that ping by themselves (keepalive, fixed, backplane): a ping every S seconds, "
         "and a client whose pong takes longer than S is dropped (default: 0.5)",
+    )
+    p.add_argument(
+        "--drain-window", type=seconds, default=2.0, metavar="S",
+        help="on SIGTERM or Ctrl-C, drain: stop accepting, flush each client's outbox, close with 1012 "
+        "(service restart) in batches spread over S seconds, and abort whoever is left 1 s after the last "
+        "batch; 0 closes everyone with 1012 at once (default: 2)",
+    )
+    p.add_argument(
+        "--epoch", type=float, default=None, metavar="UNIX_TIME",
+        help="with --server replay: publish 'tick N', numbered N, at UNIX_TIME + N x --broadcast-interval, "
+        "so that several server processes publish the same numbered stream and any of them can replay "
+        "a client's gap (default: number from 0 at start)",
     )
     p.add_argument(
         "--backplane", metavar="URL",
@@ -120,6 +135,8 @@ async def _serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {} if args.ping_interval is None else {"ping_interval": args.ping_interval or None}
     if args.backplane and args.server != "backplane":
         return fail("serve", f"--backplane is for --server backplane, not --server {args.server}")
+    if args.epoch is not None and (args.server != "replay" or not args.broadcast_interval):
+        return fail("serve", "--epoch is for --server replay, with a --broadcast-interval above 0")
     options: dict[str, Any] = {}
     if args.keepalive is not None:
         if args.server not in PINGING:
@@ -145,10 +162,30 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.broadcast_interval:
             payload = os.urandom(args.payload_size)
             # Named after the server, so it can't collide with a variant called "broadcast".
-            lab.spawn(app.broadcast_forever(args.broadcast_interval, payload), name=f"{args.server}-broadcasts")
+            if args.epoch is not None and isinstance(app, ReplayServer):
+                broadcasts = app.publish_ticks(args.broadcast_interval, args.epoch)
+            else:
+                broadcasts = app.broadcast_forever(args.broadcast_interval, payload)
+            lab.spawn(broadcasts, name=f"{args.server}-broadcasts")
         via = f", broadcasts through Redis at {app.backplane}" if isinstance(app, BackplaneServer) else ""
-        print_line(f"wslab serve: {args.server} server at {server.url}{via}; Ctrl-C stops it", file=sys.stderr)
+        print_line(f"wslab serve: {args.server} server at {server.url}{via}; Ctrl-C (or SIGTERM) drains it "
+                   f"over {args.drain_window:g} s", file=sys.stderr)
         await stop.wait()
+        # The drain. Broadcasts go on meanwhile, to whoever is still connected.
+        again = asyncio.Event()
+        stop_on_signals(again)
+        draining = asyncio.ensure_future(drain(server, app, window=args.drain_window))
+        interrupted = asyncio.ensure_future(again.wait())
+        await asyncio.wait({draining, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        interrupted.cancel()
+        if not draining.done():  # a second signal: nobody waits any longer
+            draining.cancel()
+            aborted = server.abort_connections()
+            print_line(f"wslab serve: drain interrupted: aborted {aborted} connections", file=sys.stderr)
+        else:
+            result = draining.result()
+            print_line(f"wslab serve: drained {result.connections} connections in {result.took:.2f} s: "
+                       f"{result.closed} closed with 1012, {result.aborted} aborted", file=sys.stderr)
     return 0
 
 

@@ -5,22 +5,27 @@ connection or for all of them, while they are open::
 
     proxy = await FaultProxy.start(upstream_port=server.port)
     ws = await connect(proxy.url)
-    proxy.set_fault("stall")          # the client has vanished, no FIN, no RST
+    await proxy.set_fault("stall")    # the client has vanished, no FIN, no RST
 
 The faults are real TCP events, modelled on Toxiproxy's toxics but
 deterministic: nothing is random, every fault is recorded on the timeline.
 
-========  ==================================================================
-pass      relay bytes as they come (with TCP flow control end to end)
-latency   delay every chunk by a fixed ``delay`` seconds, order kept
-stall     stop reading in both directions, keep both sockets open: the peer
-          vanished without a FIN. The far side's writes are accepted until
-          the kernel buffers fill, then they block.
-reset     close both sides with SO_LINGER 0: each side gets an RST
-close     close both sides cleanly: each side gets a FIN
-refuse    close the listening socket: new connections are refused.
-          Connections already open are left alone; ``pass`` listens again.
-========  ==================================================================
+============  ==============================================================
+pass          relay bytes as they come (with TCP flow control end to end)
+latency       delay every chunk by a fixed ``delay`` seconds, order kept
+stall         stop reading in both directions, keep both sockets open: the
+              peer vanished without a FIN. The far side's writes are
+              accepted until the kernel buffers fill, then they block.
+reset         close both sides with SO_LINGER 0: each side gets an RST
+close         close both sides cleanly: each side gets a FIN
+refuse        close the listening socket: new connections are refused.
+              Connections already open are left alone; ``pass`` listens again.
+idle-timeout  close both sides cleanly (a FIN each) once no byte went through,
+              either way, for ``timeout`` seconds: what nginx does at its
+              ``proxy_read_timeout``, an AWS load balancer at its idle
+              timeout. Every byte starts the timer again; so does switching
+              the fault on (a connection idle before that gets a full timeout).
+============  ==============================================================
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class FaultProxy:
         self.fault: Fault = Fault.PASS  # the state new connections start in
         self.refusing = False  # the listener is closed: connects are refused until "pass"
         self.delay = 0.0
+        self.idle_timeout = 0.0  # seconds, while the fault is idle-timeout
         self.connections: list[ProxyConnection] = []
         self._closed_bytes = [0, 0]
         self._listener: asyncio.Server | None = None
@@ -151,7 +157,7 @@ class FaultProxy:
         # connection was being made, and this connection wasn't in self.connections yet.
         conn.fault, conn.delay = Fault.PASS, 0.0
         if self.fault != Fault.PASS:
-            conn.apply(self.fault, self.delay)
+            conn.apply(self.fault, self.delay, self.idle_timeout)
 
     def _connection_closed(self, conn: ProxyConnection, side: Side, exc: Exception | None) -> None:
         if conn in self.connections:
@@ -170,21 +176,25 @@ class FaultProxy:
                 return conn
         raise KeyError(f"no open proxy connection {label!r}; open ones: {[c.label for c in self.connections]}")
 
-    async def set_fault(self, fault: str, *, delay: float = 0.0, conn: str | ProxyConnection | None = None) -> None:
+    async def set_fault(
+        self, fault: str, *, delay: float = 0.0, timeout: float = 0.0, conn: str | ProxyConnection | None = None
+    ) -> None:
         """Switch a fault on, for one connection (``conn``) or for all, now and future.
 
-        ``stall`` and ``latency`` are states: they last, for new connections
-        too, until another state replaces them. ``reset`` and ``close`` are
-        events: they end the connections they hit and change nothing else.
-        ``refuse`` closes the listener; only ``pass`` opens it again (and
-        ends ``stall`` and ``latency``).
+        ``stall``, ``latency`` (with a ``delay``) and ``idle-timeout`` (with a
+        ``timeout``) are states: they last, for new connections too, until
+        another state replaces them. ``reset`` and ``close`` are events: they
+        end the connections they hit and change nothing else. ``refuse``
+        closes the listener; only ``pass`` opens it again (and ends the states).
         """
         fault = check_fault(fault)
         if fault == Fault.LATENCY and delay <= 0:
             raise ValueError("latency needs a positive delay in seconds, e.g. delay=0.2")
+        if fault == Fault.IDLE_TIMEOUT and not timeout > 0:
+            raise ValueError("idle-timeout needs a positive timeout in seconds, e.g. timeout=2")
         if conn is not None:
             target = conn if isinstance(conn, ProxyConnection) else self.connection(conn)
-            target.apply(fault, delay)
+            target.apply(fault, delay, timeout)
             return
         if fault == Fault.REFUSE:
             await self._stop_listening()
@@ -196,10 +206,11 @@ class FaultProxy:
             self.refusing = False
         if fault in STATES:
             self.fault, self.delay = fault, delay
+            self.idle_timeout = timeout if fault == Fault.IDLE_TIMEOUT else 0.0
         if not self.connections:
             self.timeline.record(self.name, "fault", detail=fault)
         for c in list(self.connections):
-            c.apply(fault, delay)
+            c.apply(fault, delay, timeout)
 
     async def _stop_listening(self) -> None:
         if self._listener is not None:
@@ -222,9 +233,10 @@ class FaultProxy:
 
     def __repr__(self) -> str:
         refusing = " refusing" if self.refusing else ""
+        timeout = f" {self.idle_timeout:g} s" if self.fault == Fault.IDLE_TIMEOUT else ""
         return (
             f"<FaultProxy {self.name} {self.url} -> {self.upstream_host}:{self.upstream_port} "
-            f"fault={self.fault}{refusing} open={len(self.connections)}>"
+            f"fault={self.fault}{timeout}{refusing} open={len(self.connections)}>"
         )
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
+
+from ..runtime.timeline import EventKind
 
 if TYPE_CHECKING:
     from .proxy import FaultProxy
@@ -33,12 +36,13 @@ class Fault(StrEnum):
     RESET = "reset"  # event: RST both sides
     CLOSE = "close"  # event: FIN both sides
     REFUSE = "refuse"  # state of the listener: new connections are refused
+    IDLE_TIMEOUT = "idle-timeout"  # state: no byte either way for a timeout: FIN both sides, as nginx does
 
 
 FAULTS = tuple(fault.value for fault in Fault)
 
 # Faults that last; RESET and CLOSE are events: they end the connections they hit, and change nothing after.
-STATES = (Fault.PASS, Fault.LATENCY, Fault.STALL)
+STATES = (Fault.PASS, Fault.LATENCY, Fault.STALL, Fault.IDLE_TIMEOUT)
 
 
 def check_fault(fault: str) -> Fault:
@@ -130,6 +134,7 @@ class ProxyConnection:
     bytes_up: int = 0  # client -> server
     bytes_down: int = 0  # server -> client
     closed: bool = False
+    idle_timeout: float = 0.0  # seconds without a byte, either way, before the idle-timeout fault closes it
 
     def __post_init__(self) -> None:
         self.client = Side(self, "up")
@@ -138,10 +143,17 @@ class ProxyConnection:
         # Chunks held back by the latency fault, per side they will be written to.
         self._delayed: dict[str, deque[tuple[float, bytes | Callable[[], None]]]] = {"up": deque(), "down": deque()}
         self._flush_handles: dict[str, asyncio.TimerHandle | None] = {"up": None, "down": None}
+        # The idle-timeout fault: when a byte last went through, either way, and the timer that checks.
+        self.last_active = 0.0
+        self._idle_from = 0.0  # when the fault was switched on: a connection idle before that gets a full timeout
+        self._idle_handle: asyncio.TimerHandle | None = None
 
     # -- relaying -----------------------------------------------------------
 
     def _relay(self, source: Side, data: bytes) -> None:
+        # Any byte, either way, restarts the idle timer, as in nginx. Only the time is noted here;
+        # the timer itself is re-armed when it fires (check_idle), not once per chunk.
+        self.last_active = time.monotonic()
         if source.direction == "up":
             self.bytes_up += len(data)
         else:
@@ -186,13 +198,16 @@ class ProxyConnection:
 
     # -- faults -------------------------------------------------------------
 
-    def apply(self, fault: str, delay: float = 0.0) -> None:
+    def apply(self, fault: str, delay: float = 0.0, timeout: float = 0.0) -> None:
         kind = check_fault(fault)
         if kind == Fault.REFUSE:
             raise ValueError("'refuse' applies to the proxy's listener, not to one connection")
+        if kind == Fault.IDLE_TIMEOUT and not timeout > 0:
+            raise ValueError("idle-timeout needs a timeout above 0 seconds, e.g. timeout=2")
         if self.closed:
             return
         previous, self.fault, self.delay = self.fault, kind, delay
+        self._set_idle_timeout(timeout if kind == Fault.IDLE_TIMEOUT else 0.0)
         # Both sockets are connected by now: the proxy lists a connection once its upstream is up.
         sides = [(side, side.transport) for side in (self.client, self.server) if side.transport is not None]
         if kind == Fault.STALL:
@@ -209,10 +224,48 @@ class ProxyConnection:
         elif kind == Fault.CLOSE:
             for _, transport in sides:
                 transport.close()
-        self.proxy.timeline.record(self.proxy.name, "fault", conn=self.label, detail=kind, delay=delay)
+        detail = f"{kind} {timeout:g} s" if kind == Fault.IDLE_TIMEOUT else str(kind)
+        self.proxy.timeline.record(self.proxy.name, "fault", conn=self.label, detail=detail, delay=delay,
+                                   timeout=timeout)
+
+    # -- the idle timeout -----------------------------------------------------
+
+    def _set_idle_timeout(self, timeout: float) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        self.idle_timeout = timeout
+        if timeout > 0:
+            self._idle_from = time.monotonic()
+            self._idle_handle = asyncio.get_running_loop().call_later(timeout, self.check_idle)
+
+    def check_idle(self) -> None:
+        """The idle timer fired. No byte either way for a whole timeout: FIN both sides. Else: wait for the rest.
+
+        Every chunk relayed, either way, notes the time in ``last_active``
+        (:meth:`_relay`); the timer is only re-armed here, when it fires, so
+        a busy connection costs one timer per timeout, not one per chunk.
+        """
+        self._idle_handle = None
+        if self.closed or self.fault != Fault.IDLE_TIMEOUT:
+            return
+        left = max(self.last_active, self._idle_from) + self.idle_timeout - time.monotonic()
+        if left > 0.001:  # bytes went through since it was armed: wait the rest of the timeout
+            self._idle_handle = asyncio.get_running_loop().call_later(left, self.check_idle)
+            return
+        self.proxy.timeline.record(self.proxy.name, EventKind.IDLE_TIMEOUT, conn=self.label,
+                                   detail=f"no byte either way for {self.idle_timeout:g} s: FIN to both sides")
+        # A FIN each way, like nginx when its proxy_read_timeout fires: the client sees the stream
+        # end without a close frame (websockets: 1006, EOFError), and so does the server.
+        for side in (self.client, self.server):
+            if side.transport is not None and not side.transport.is_closing():
+                side.transport.close()
 
     def _side_lost(self, side: Side, exc: Exception | None) -> None:
         # When one side goes, close the other (after any delayed bytes).
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
         peer = side.peer
         if peer and peer.transport and not peer.transport.is_closing():
             self._after_pending(peer, peer.transport.close)

@@ -202,6 +202,11 @@ def _listening_socket() -> socket.socket:
     """A socket listening on 127.0.0.1, on a port the kernel picks, for nginx to inherit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what nginx sets on its own sockets
+    # Non-blocking, as nginx makes the sockets it opens itself (it leaves inherited ones as they are).
+    # A blocking one hangs a worker: during a reload, old and new workers both wake up for a new
+    # connection; the one that loses the race sits in accept() for good, and an old worker stuck
+    # there never reads its order to quit.
+    sock.setblocking(False)
     sock.bind(("127.0.0.1", 0))
     sock.listen(511)  # nginx's default backlog
     return sock

@@ -40,6 +40,9 @@ class NginxSettings:
         worker_shutdown_timeout: After a reload, old workers cut the tunnels they still carry after
             this many seconds. None: they wait for every tunnel to end, however long that takes.
         worker_processes: How many workers accept connections.
+        backups: How many of the upstreams, counted from the last, are ``backup`` servers: nginx sends
+            them connections only while every other one refuses them. A blue/green deploy: the old
+            server stops accepting, and reconnections land on the new one, in the backup's place.
         log_level: The least severe level error.log records. The idle cut is logged at ``"info"``.
         extra: More directives for the ``location /`` block, written as they are.
     """
@@ -50,6 +53,7 @@ class NginxSettings:
     http_version: str = "1.1"
     worker_shutdown_timeout: float | None = None
     worker_processes: int = 1
+    backups: int = 0
     log_level: str = "info"
     extra: str = ""
 
@@ -79,7 +83,12 @@ def render_config(port: int, upstreams: Sequence[tuple[str, int]], settings: Ngi
     if s.worker_shutdown_timeout is not None:
         main.append(f"worker_shutdown_timeout {_time(s.worker_shutdown_timeout)};"
                     "  # after a reload, old workers cut their tunnels after this")
-    servers = [f"        server {host}:{up_port};" for host, up_port in upstreams]
+    if not 0 <= s.backups < len(upstreams):
+        raise LabError(f"backups={s.backups}: nginx needs at least one upstream that is not a backup, "
+                       f"and there are {len(upstreams)}")
+    primary = len(upstreams) - s.backups
+    servers = [f"        server {host}:{up_port}{' backup' if i >= primary else ''};"
+               for i, (host, up_port) in enumerate(upstreams)]
     if s.worker_processes != 1:
         # Shared memory, so that all workers take turns together instead of each from the first server.
         servers.insert(0, "        zone websocket_servers 64k;")
@@ -121,7 +130,7 @@ http {{
     uwsgi_temp_path uwsgi_temp;
     scgi_temp_path scgi_temp;
 
-    upstream websocket_servers {{  # round robin, when there are several
+    upstream websocket_servers {{  # round robin, when there are several; a backup only when the others refuse
 {chr(10).join(servers)}
     }}
 

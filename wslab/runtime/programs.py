@@ -171,7 +171,7 @@ def _playwright_downloads() -> list[str]:
 # Found in this order: WSLAB_CHROMIUM, Playwright's own download, Debian's and Ubuntu's packages, macOS apps.
 CHROMIUM = _entry(Program(
     "chromium",
-    needed_by=("03-close-codes-in-the-browser", "08-hardening"),
+    needed_by=("03-close-codes-in-the-browser", "06-idle-timeouts-and-deploys", "08-hardening"),
     executables=(
         "/usr/bin/chromium",
         "/usr/bin/chromium-browser",

@@ -75,6 +75,7 @@ class LabServer:
         self.options = options
         self.server: Server | None = None
         self._listening = asyncio.Event()
+        self._stopped_accepting = False  # stop_accepting() ran: stop() must close the connections itself
         self._watchers: set[asyncio.Task[None]] = set()
         self._logger = timeline_logger(lab.timeline, name, "server")  # websockets logs handler crashes here
 
@@ -107,6 +108,7 @@ class LabServer:
             raise bind_error(exc, self.host, self.port) from None
         self.port = self.server.sockets[0].getsockname()[1]
         self._listening.set()
+        self._stopped_accepting = False
         self.lab.timeline.record(self.name, "listening", detail=self.url)
         return self
 
@@ -149,6 +151,20 @@ class LabServer:
             rcvd=exc.rcvd.code if exc.rcvd else None, sent=exc.sent.code if exc.sent else None,
         )
 
+    def stop_accepting(self) -> None:
+        """Close the listening socket, and only that: open connections go on. The first step of a drain.
+
+        Connection attempts are refused from now on (a proxy in front sends
+        them to another server). Call :meth:`stop` once the connections are
+        closed (:func:`wslab.servers.drain.drain` does both).
+        """
+        if self.server is None or not self._listening.is_set():
+            return
+        self.server.close(close_connections=False)  # websockets: stop accepting, leave connections alone
+        self._listening.clear()
+        self._stopped_accepting = True
+        self.lab.timeline.record(self.name, EventKind.STOPPED_ACCEPTING, detail=f"{len(self.connections)} open")
+
     async def stop(self, *, code: int = CloseCode.GOING_AWAY, reason: str = "", deadline: float = 2.0) -> None:
         """Close the listening socket, close connections with ``code``; abort those that don't finish in time."""
         if self.server is None:
@@ -156,6 +172,9 @@ class LabServer:
         server, self.server = self.server, None
         self._listening.clear()
         server.close(code=code, reason=reason)
+        # After stop_accepting(), that close() did nothing (websockets closes a server once): close them here.
+        closing = [asyncio.ensure_future(ws.close(code, reason)) for ws in server.connections] \
+            if self._stopped_accepting else []
         try:
             await asyncio.wait_for(asyncio.shield(server.wait_closed()), deadline)
         except asyncio.TimeoutError:
@@ -163,6 +182,7 @@ class LabServer:
             abort_all(server.all_connections)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), CLOSE_DEADLINE)
+        await asyncio.gather(*closing, return_exceptions=True)
         self.lab.timeline.record(self.name, "stopped", code=int(code), detail=reason)
 
     async def restart(self, *, downtime: float = 0.0) -> Restart:

@@ -28,6 +28,8 @@ class EventKind(StrEnum):
     HANDLER_EXIT = "handler-exit"
     HANDLER_ERROR = "handler-error"  # the handler raised: a bug, recorded, and the client gets 1011
     STOPPED = "stopped"
+    STOPPED_ACCEPTING = "stopped-accepting"  # a drain began: the listening socket closed, connections go on
+    DRAIN = "drain"  # a drain closed a batch of connections (or aborted those left at its deadline)
     SEND_ERROR = "send-error"  # a send to a dead session failed (the naive server keeps the session)
     SEND_TIMEOUT = "send-timeout"
     REFUSED = "refused"  # an opening handshake refused (HTTP status) or failed (garbage, too slow, too big)
@@ -49,6 +51,7 @@ class EventKind(StrEnum):
     FAULT = "fault"
     UPSTREAM_ERROR = "upstream-error"
     INFLICT = "inflict"
+    IDLE_TIMEOUT = "idle-timeout"  # the proxy's idle-timeout fault cut a quiet connection
     # reconnecting clients (the browser's names, plus the decisions)
     CONNECTING = "connecting"
     MESSAGE = "message"

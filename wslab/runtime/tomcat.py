@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import ssl
+import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +46,7 @@ from .timing import scaled
 
 __all__ = [
     "INSTALL", "JAVAC", "NOTEBOOK", "TOMCAT", "CompiledClasses", "Tomcat", "compile_endpoints", "compile_java",
-    "launch_tomcat", "tomcat_skip_reason",
+    "launch_tomcat", "tomcat_skip_reason", "tomcat_version",
 ]
 
 NOTEBOOK = TOMCAT_NOTEBOOK
@@ -71,6 +72,21 @@ def _java() -> str:
 
 def _catalina_home() -> Path:
     return Path(TOMCAT.require()).parent.parent  # .../tomcat10/bin/catalina.sh -> .../tomcat10
+
+
+def tomcat_version(timeout: float = 30.0) -> str:
+    """Tomcat's and the JVM's versions, as Tomcat's own ``ServerInfo`` prints them: two lines.
+
+    A notebook prints it next to anything it says about a version (line numbers, defaults).
+    """
+    lib = _catalina_home() / "lib"
+    classpath = os.pathsep.join(str(lib / jar) for jar in ("catalina.jar", "tomcat-util.jar"))
+    result = subprocess.run([_java(), "-cp", classpath, "org.apache.catalina.util.ServerInfo"],
+                            capture_output=True, text=True, timeout=scaled(timeout))
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("Server version:", "JVM Version:"))]
+    if result.returncode != 0 or len(lines) != 2:
+        raise LabError(f"cannot read Tomcat's version: {(result.stderr or result.stdout).strip()[-200:]}")
+    return "\n".join(lines)
 
 
 async def compile_java(sources: Sequence[str | Path], classes: str | Path, *, timeout: float = 60.0) -> float:

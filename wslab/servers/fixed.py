@@ -192,6 +192,17 @@ class FixedServer(SessionServer):
             finally:
                 outbox.bytes -= len(message)
 
+    def unsent(self, ws: ServerConnection) -> int:
+        """Bytes ``ws``'s outbox still holds, the one being sent included: 0 once it is flushed.
+
+        A drain (:func:`wslab.servers.drain.drain`) waits for 0 before it closes the connection.
+        """
+        for session_id, session in self.sessions.items():
+            if session is ws:
+                outbox = self.outboxes.get(session_id)
+                return outbox.bytes if outbox is not None else 0
+        return 0
+
     def remove(self, session_id: int, reason: str) -> None:
         """Take the session out of the map (once), with its outbox, and record why."""
         self.outboxes.pop(session_id, None)

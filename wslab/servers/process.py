@@ -62,7 +62,8 @@ class ServerProcess:
         await self.process.kill()
 
     async def stop(self, deadline: float = 5.0) -> int | None:
-        """SIGTERM, like Ctrl-C: it closes its connections (1001) and exits. Returns its exit code.
+        """SIGTERM, like Ctrl-C: it drains (closes its connections with 1012, spread over its
+        ``--drain-window``, 2 s by default: :mod:`wslab.servers.drain`) and exits. Returns its exit code.
 
         Its output stays readable with :meth:`lines`; then its directory is deleted
         (and it gets SIGKILL if it has not exited within ``deadline`` seconds).

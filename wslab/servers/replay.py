@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import urllib.parse
 from collections import deque
@@ -21,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from ..runtime.timeline import EventKind, Timeline
 from .base import SessionServer
 from .gate import Gate
-from .wire import encode, encode_resync
+from .wire import Numbered, Resync, decode, encode, encode_resync
 
 __all__ = ["ReplayServer", "last_seq_of"]
 
@@ -76,6 +77,7 @@ class ReplayServer(SessionServer):
         self.received: deque[str | bytes] = deque(maxlen=10_000)  # what clients sent, latest last
         self.replayed = 0  # messages sent from history to clients that resumed
         self.resyncs = 0
+        self.positions: dict[ServerConnection, int] = {}  # per connection: the number its writer sends next
         self._published = asyncio.Event()  # set, then replaced, on every publish
 
     @property
@@ -104,6 +106,32 @@ class ReplayServer(SessionServer):
             n += 1
             await asyncio.sleep(interval)
 
+    async def publish_ticks(self, interval: float, epoch: float, count: int | None = None) -> None:
+        """Publish ``"tick N"``, numbered N, at ``epoch + N * interval`` seconds (Unix time).
+
+        Every server given the same ``epoch`` and ``interval`` publishes the same
+        numbered stream, whenever it started and in whatever process: the lab's
+        stand-in for one feed that all the servers of a deployment read (a Redis
+        stream, a Kafka topic). A new server started before the old one stops
+        holds the same recent history, so it can replay the gap of a client that
+        moves over. A tick that is late (a busy loop) is published late, never skipped.
+        """
+        if not self.history:  # join the stream at the current tick
+            self.next_seq = max(0, math.ceil((time.time() - epoch) / interval))
+        published = 0
+        while count is None or published < count:
+            await asyncio.sleep(max(0.0, epoch + self.next_seq * interval - time.time()))
+            self.publish(f"tick {self.next_seq}")
+            published += 1
+
+    def unsent(self, ws: ServerConnection) -> int:
+        """How many published messages ``ws``'s writer has yet to send: 0 once it has caught up.
+
+        A drain (:func:`wslab.servers.drain.drain`) waits for 0 before it closes the connection.
+        """
+        position = self.positions.get(ws)
+        return 0 if position is None else max(0, self.next_seq - position)
+
     async def handler(self, ws: ServerConnection) -> None:
         """One connection: start its writer where the client left off, then read until it ends."""
         last_seq = last_seq_of(ws.request.path if ws.request else "")
@@ -111,6 +139,7 @@ class ReplayServer(SessionServer):
         if last_seq is not None:
             self.timeline.record(self.name, EventKind.RESUME, detail=f"last_seq={last_seq}, now at {self.next_seq}",
                                  last_seq=last_seq)
+        self.positions[ws] = start
         session_id = self.register(ws)
         writer = asyncio.create_task(self.write_to(ws, start, live_from=self.next_seq))
         try:
@@ -118,6 +147,7 @@ class ReplayServer(SessionServer):
                 self.received.append(message)
         finally:
             self.remove(session_id, f"connection closed ({ws.close_code})")
+            self.positions.pop(ws, None)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -149,6 +179,11 @@ class ReplayServer(SessionServer):
         try:
             await asyncio.wait_for(ws.send(message), self.send_timeout)
             self.sent += 1
+            frame = decode(message)  # where this connection's writer is now, for unsent()
+            if isinstance(frame, Numbered):
+                self.positions[ws] = frame.seq + 1
+            elif isinstance(frame, Resync):
+                self.positions[ws] = frame.next_seq
         except ConnectionClosed:
             return False
         except asyncio.TimeoutError:
