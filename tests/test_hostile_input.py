@@ -146,6 +146,23 @@ async def test_garbage_instead_of_a_handshake_is_closed_and_recorded(capfd):
     assert_silent(capfd)
 
 
+async def test_a_connection_that_sends_nothing_is_no_refusal_but_garbage_after_it_is(capfd):
+    # A port probe (connect, close: what wait_listening does) is not a refused handshake: notebook 00's
+    # event table showed one as "refused" until the lab's server only recorded peers that sent something.
+    async with scene() as s:
+        since = len(s.lab.timeline)
+        probe = await RawClient.open(s.server.url)
+        probe.close()
+        raw = await RawClient.open(s.server.url)
+        await raw.send(b"garbage\r\n\r\n")
+        assert await raw.at_eof()
+        raw.close()
+        await wait_until(lambda: s.events("refused", since), 5.0, "the garbage's refusal on the timeline")
+        await asyncio.sleep(0.2)  # the probe closed first: its refusal, if any, would be there by now
+        assert len(s.events("refused", since)) == 1
+    assert_silent(capfd)
+
+
 async def test_an_enormous_header_is_refused_with_431(capfd):
     async with scene() as s:
         since = len(s.lab.timeline)

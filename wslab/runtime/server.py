@@ -218,10 +218,15 @@ def _recording_connection(timeline: Timeline, source: str) -> type[ServerConnect
 
     class RecordingConnection(ServerConnection):
         accepted_at = 0.0  # time.monotonic() when the TCP connection was accepted: the handshake's start
+        got_bytes = False  # whether the peer sent anything at all
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.accepted_at = time.monotonic()
             super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.got_bytes = True
+            super().data_received(data)
 
         async def handshake(self, process_request: Any = None, process_response: Any = None, *args: Any) -> None:
             async def record_response(connection: ServerConnection, request: Request, response: Response) -> Any:
@@ -243,7 +248,9 @@ def _recording_connection(timeline: Timeline, source: str) -> type[ServerConnect
                 # websockets' open_timeout cancels the handshake (a slowloris), so does a closing server.
                 self._record_refusal(None, "no complete opening handshake within open_timeout")
                 raise
-            if self.request is None:  # no valid request: garbage, a header too big (websockets' parser answered)
+            # No valid request: garbage, a header too big (websockets' parser answered). A connection
+            # closed without a single byte is no handshake at all (a port probe, wait_listening's): not recorded.
+            if self.request is None and self.got_bytes:
                 exc = self.protocol.handshake_exc
                 status = _PARSER_STATUS.get(type(exc)) if exc is not None else None
                 self._record_refusal(status, describe_exception(exc) if exc else "closed before sending a request")
