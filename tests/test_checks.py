@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from wslab import LabError, NaiveServer
 from wslab.checks import check_handler
-from wslab.checks.sessions import CONTROL, HINTS, NEVER_APPEARED, PONG_GAP, CaseRun, verdict
+from wslab.checks.sessions_verdict import CONTROL, HINTS, NEVER_APPEARED, PONG_GAP, CaseRun, verdict
 from wslab.faults.failures import FAILURE_MODES
 from wslab.runtime.timing import scaled
 
