@@ -19,18 +19,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from .busy import CellResult
     from .contention import Study
     from .simulate import HerdResult
-    from .storm import StormResult
 
 __all__ = [
-    "session_map", "broadcast_latency", "delay_spread", "attempts_per_bin", "fraction_back", "contention",
-    "survival_vs_ping_interval", "deploy_attempts", "close_codes", "storm", "drop_grid", "connections",
+    "session_map", "broadcast_latency", "delay_spread", "attempts_per_bin", "fraction_back", "contention", "mark_times",
 ]
 
 
-def _marks(
+def mark_times(
     ax: Axes, marks: Mapping[str, float] | None, *, label: bool = True, color: str = "0.4", linestyle: str = "--",
     side: str = "right",
 ) -> None:
@@ -63,7 +60,7 @@ def session_map(
     t = [s[0] for s in samples]
     ax.step(t, [s[1] for s in samples], where="post", label="sessions in the map")
     ax.step(t, [s[2] for s in samples], where="post", label="connections really open")
-    _marks(ax, marks)
+    mark_times(ax, marks)
     ax.set_title(title)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("count (sessions)")
@@ -135,10 +132,10 @@ def broadcast_latency(
             ha="left", va="top", fontsize=8,
         )
     # Labels on the left of their lines: the late messages arrive just after an event, on its right.
-    _marks(top, marks, side="left")
-    _marks(bottom, marks, label=False)
-    _marks(top, due, color="tab:red", linestyle=":", side="left")
-    _marks(bottom, due, label=False, color="tab:red", linestyle=":")
+    mark_times(top, marks, side="left")
+    mark_times(bottom, marks, label=False)
+    mark_times(top, due, color="tab:red", linestyle=":", side="left")
+    mark_times(bottom, due, label=False, color="tab:red", linestyle=":")
     top.set_title(title)
     top.set_yscale("log")
     top.set_ylim(top=top.get_ylim()[1] * 3)  # room above the latest message for the marks' labels
@@ -253,94 +250,6 @@ def fraction_back(
     return fig
 
 
-def storm(results: Mapping[str, StormResult], *, herd: HerdResult | None = None, herd_label: str = "",
-          bin: float = 0.1, title: str = "A reconnect storm, with and without admission control") -> Figure:
-    """Three panels over time since the outage: admitted handshakes per ``bin``, the server's CPU, clients back.
-
-    ``herd`` (e.g. notebook 05's) is drawn in the last panel too, dashed, for comparison.
-    """
-    end = max(r.herd.completion_time if np.isfinite(r.herd.completion_time) else r.herd.back_at + 10
-              for r in results.values()) + 0.5
-    fig, (accepts, cpu, back) = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
-    times = np.linspace(0, end, 1000)
-    for name, result in results.items():
-        accepted = np.frombuffer(result.herd.accepted_at, dtype=float) if len(result.herd.accepted_at) else np.zeros(0)
-        counts = np.bincount((accepted / bin).astype(int), minlength=int(end / bin) + 1)[: int(end / bin) + 1]
-        line = accepts.step(np.arange(len(counts)) * bin, counts, where="post", label=name)[0]
-        cpu.step(np.arange(len(result.cpu)) * bin, 100 * result.cpu, where="post", color=line.get_color())
-        back.plot(times, result.herd.fraction_back(times), color=line.get_color(), label=name)
-        for ax in (accepts, cpu, back):
-            ax.axvline(result.herd.back_at, color="0.5", linestyle=":", linewidth=1)
-    if herd is not None:
-        back.plot(times, herd.fraction_back(times), color="0.3", linestyle="--", label=herd_label or herd.label)
-    accepts.set_title(title)
-    accepts.set_ylabel(f"handshakes admitted\nper {bin * 1000:.0f} ms")
-    cpu.set_ylabel("server CPU\n(% of one core)")
-    cpu.set_ylim(0, 105)
-    back.set_ylabel("fraction of\nclients back")
-    back.set_ylim(0, 1.02)
-    back.set_xlabel("time since the server went down (s); dotted: server listening again")
-    back.set_xlim(0, end)
-    accepts.legend(fontsize=8, loc="upper right")
-    back.legend(fontsize=8, loc="lower right")
-    for ax in (accepts, cpu, back):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def drop_grid(results: Mapping[str, Sequence[CellResult]], *, duration: float,
-              title: str = "When keepalive dropped a busy (live) client") -> Figure:
-    """One panel per way of handling messages: seconds until the server dropped the client, per cell.
-
-    Columns are handler times, rows ``ping_timeout`` x ``max_queue``; a cell the client
-    survived for the whole ``duration`` is white and says "never".
-    """
-    fig, axes = plt.subplots(1, len(results), figsize=(3.1 * len(results), 3.6), sharey=True, squeeze=False)
-    image = None
-    for ax, (name, cells) in zip(axes[0], results.items(), strict=True):
-        handlers = sorted({r.cell.handler for r in cells})
-        rows = sorted({(r.cell.ping_timeout, -1 if r.cell.max_queue is None else r.cell.max_queue) for r in cells})
-        grid = np.full((len(rows), len(handlers)), np.nan)
-        for r in cells:
-            row = rows.index((r.cell.ping_timeout, -1 if r.cell.max_queue is None else r.cell.max_queue))
-            grid[row, handlers.index(r.cell.handler)] = np.nan if r.dropped_at is None else r.dropped_at
-            text = "never" if r.dropped_at is None else f"{r.dropped_at:.1f}"
-            ax.text(handlers.index(r.cell.handler), row, text, ha="center", va="center", fontsize=8)
-        image = ax.imshow(grid, cmap="Reds_r", vmin=0, vmax=duration, aspect="auto")
-        ax.set_xticks(range(len(handlers)), [f"{h * 1000:.0f}" for h in handlers])
-        ax.set_yticks(range(len(rows)), [f"{t:g} s, {'None' if q < 0 else q}" for t, q in rows])
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("handler time per message (ms)")
-    axes[0, 0].set_ylabel("ping_timeout, max_queue")
-    if image is not None:
-        fig.colorbar(image, ax=axes[0, -1], label="dropped after (s)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def connections(intervals: Mapping[str, Sequence[tuple[float, float]]], *, marks: Mapping[str, Sequence[float]]
-                | None = None, until: float, title: str = "Connected, per client") -> Figure:
-    """When each client was connected (bars), and its refused handshakes (``marks``, red crosses)."""
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(intervals) + 1.4))
-    names = list(intervals)
-    for row, name in enumerate(names):
-        ax.broken_barh([(start, end - start) for start, end in intervals[name]], (row - 0.3, 0.6),
-                       color="tab:green", alpha=0.8)
-        refused = (marks or {}).get(name, [])
-        ax.plot(refused, [row] * len(refused), "x", color="tab:red", markersize=9)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_ylim(-0.7, len(names) - 0.3)
-    ax.invert_yaxis()
-    ax.set_xlim(0, until)
-    ax.set_xlabel("time since the clients started (s); x: handshake refused (401)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    return fig
-
-
 def contention(
     result: Study, *, title: str = "The AWS study's model: N clients, one row, optimistic concurrency"
 ) -> Figure:
@@ -365,110 +274,3 @@ def contention(
 
 
 # -- notebook 06: idle timeouts against keepalive pings, deploys -------------------------------
-
-
-def survival_vs_ping_interval(
-    points: Mapping[str, Sequence[tuple[float, float | None]]],
-    *,
-    timeout: float,
-    watch: float,
-    no_keepalive: Mapping[str, float] | None = None,
-    title: str = "How long an idle WebSocket lives, against the client's ping interval",
-) -> Figure:
-    """Survival time against ping interval, per proxy in front, with the idle timeout drawn in.
-
-    Args:
-        points: ``{front: [(ping_interval, lived), ...]}``; ``lived`` None: alive when the watch ended.
-        timeout: The proxy's idle timeout (s): a vertical and a horizontal line.
-        watch: How long the connections were watched (s): survivors are drawn there, as triangles.
-        no_keepalive: ``{front: lived}`` without any ping, drawn as a dotted horizontal line.
-    """
-    fig, ax = plt.subplots(figsize=(8, 4))
-    markers = iter("os^Dv")
-    for k, (front, samples) in enumerate(points.items()):
-        marker = next(markers)
-        offset = (k - (len(points) - 1) / 2) * 0.03 * timeout  # side by side, where the fronts agree
-        cut = [(x + offset, y) for x, y in samples if y is not None]
-        alive = [x + offset for x, y in samples if y is None]
-        line = ax.plot([x for x, _ in cut], [y for _, y in cut], marker, linestyle="none", label=f"{front}: cut")[0]
-        ax.plot(alive, [watch] * len(alive), marker, linestyle="none", color=line.get_color(), fillstyle="none",
-                markersize=9, label=f"{front}: alive at the end of the watch")
-        if no_keepalive and front in no_keepalive:
-            ax.axhline(no_keepalive[front], color=line.get_color(), linestyle=":", linewidth=1)
-    ax.axvline(timeout, color="tab:red", linestyle="--", linewidth=1.2)
-    ax.axvline(timeout / 2, color="tab:green", linestyle="--", linewidth=1.2)
-    ax.annotate(f"idle timeout {timeout:g} s", xy=(timeout, 0.5), xycoords=("data", "axes fraction"),
-                xytext=(4, 0), textcoords="offset points", color="tab:red", fontsize=8, rotation=90, va="center")
-    ax.annotate("half the timeout", xy=(timeout / 2, 0.5), xycoords=("data", "axes fraction"), xytext=(4, 0),
-                textcoords="offset points", color="tab:green", fontsize=8, rotation=90, va="center")
-    ax.axhline(timeout, color="tab:red", linestyle="--", linewidth=0.8, alpha=0.5)
-    if no_keepalive:
-        ax.annotate("dotted: no keepalive at all", xy=(0.01, min(no_keepalive.values())),
-                    xycoords=("axes fraction", "data"), xytext=(0, -11), textcoords="offset points", fontsize=8,
-                    color="0.3")
-    ax.set_title(title)
-    ax.set_xlabel("client ping interval (s)")
-    ax.set_ylabel(f"connection lived (s), watched {watch:g} s")
-    ax.set_xlim(0, None)
-    ax.set_ylim(0, watch * 1.15)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def deploy_attempts(
-    bins: Mapping[str, Sequence[int]],
-    *,
-    width: float = 0.1,
-    marks: Mapping[str, float] | None = None,
-    title: str = "Reconnection attempts reaching the new server, per 100 ms",
-) -> Figure:
-    """One panel per shutdown strategy: opening handshakes at the new server in each ``width``-second bin.
-
-    Args:
-        bins: ``{strategy: counts}``, ``counts[k]`` = handshakes in ``[k * width, (k + 1) * width)`` s after the
-            shutdown began.
-        marks: Events to draw in every panel, ``{"label": t}`` (e.g. the end of the drain window).
-    """
-    end = max((len(b) for b in bins.values()), default=1) * width
-    peak = max((max(b, default=0) for b in bins.values()), default=1)
-    fig, axes = plt.subplots(len(bins), 1, figsize=(8, 1.5 * len(bins) + 0.9), sharex=True, squeeze=False)
-    for ax, (name, counts) in zip(axes[:, 0], bins.items(), strict=True):
-        ax.bar(np.arange(len(counts)) * width, counts, width=width, align="edge", color="tab:blue")
-        ax.axhline(max(counts, default=0), color="0.4", linestyle=":", linewidth=1)
-        ax.set_title(f"{name}: at most {max(counts, default=0)} in 100 ms", fontsize=9, loc="left")
-        ax.set_ylabel("handshakes")
-        ax.set_ylim(0, peak * 1.15)
-        ax.grid(alpha=0.3)
-        _marks(ax, marks, label=ax is axes[0, 0], side="left")
-    fig.suptitle(title)
-    axes[-1, 0].set_xlabel("time since the old server was signalled (s)")
-    axes[-1, 0].set_xlim(0, end)
-    fig.tight_layout()
-    return fig
-
-
-def close_codes(
-    counts: Mapping[str, Mapping[int, int]],
-    *,
-    title: str = "The close code each client saw",
-) -> Figure:
-    """A histogram of close codes per strategy, ``{strategy: {code: clients}}``, as grouped bars."""
-    codes = sorted({code for per in counts.values() for code in per})
-    fig, ax = plt.subplots(figsize=(8, 3))
-    width = 0.8 / max(1, len(codes))
-    for k, code in enumerate(codes):
-        x = np.arange(len(counts)) + (k - (len(codes) - 1) / 2) * width
-        heights = [per.get(code, 0) for per in counts.values()]
-        bars = ax.bar(x, heights, width=width, label=str(code))
-        ax.bar_label(bars, labels=[str(h) if h else "" for h in heights], fontsize=8)
-    ax.set_xticks(np.arange(len(counts)), list(counts))
-    ax.set_title(title)
-    ax.set_xlabel("shutdown strategy")
-    ax.set_ylabel("clients")
-    ax.set_ylim(0, max((max(per.values(), default=0) for per in counts.values()), default=1) * 1.2)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(title="close code", fontsize=8, title_fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    return fig
