@@ -158,7 +158,7 @@ def check_lab_extra() -> Item:
 
 
 def check_tcp_user_timeout() -> Item:
-    """Whether the kernel takes ``TCP_USER_TIMEOUT`` (Linux): notebooks 01 and 02 use it where it exists."""
+    """Whether the kernel takes ``TCP_USER_TIMEOUT`` (Linux): notebook 01 shows it where it exists."""
     option = getattr(socket, "TCP_USER_TIMEOUT", None)
     if option is not None:
         with socket.socket() as sock:
@@ -166,10 +166,10 @@ def check_tcp_user_timeout() -> Item:
                 sock.setsockopt(socket.IPPROTO_TCP, option, 1000)
             except OSError as exc:
                 return Item(Status.INFO, "TCP_USER_TIMEOUT", f"refused by this kernel ({exc.strerror}): "
-                            "notebooks 01 and 02 show the portable way instead")
-        return Item(Status.INFO, "TCP_USER_TIMEOUT", "available: notebooks 01 and 02 show the kernel giving up on "
+                            "notebook 01 shows the portable way instead")
+        return Item(Status.INFO, "TCP_USER_TIMEOUT", "available: notebook 01 shows the kernel giving up on "
                     "a vanished peer with it")
-    return Item(Status.INFO, "TCP_USER_TIMEOUT", f"not on {sys.platform} (Linux only): notebooks 01 and 02 show "
+    return Item(Status.INFO, "TCP_USER_TIMEOUT", f"not on {sys.platform} (Linux only): notebook 01 shows "
                 "the portable way instead")
 
 
