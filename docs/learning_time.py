@@ -55,6 +55,9 @@ MINUTES_PER_EXERCISE = 15.0
 STATED = re.compile(r"(\*\*Time to learn:?\*\*:?\s*)(\d+)(\s*min)")
 README_ROW = re.compile(r"^(\| `(\d\d-[\w-]+)` \|.*\| )(\d+)( min \|)$", re.M)
 WAITING = re.compile(r"(Waiting for cells: )(\d+)( s in the committed run)")
+NOTES = ROOT / "docs" / "instructor-notes.md"
+NOTES_TABLE = re.compile(r"(<!-- learning-times:start -->\n).*?(<!-- learning-times:end -->)", re.S)
+NOTES_HEADING = re.compile(r"^(### (\d\d) [^(\n]*\()(\d+) min, waits (\d+) s", re.M)
 SLACK_MIN = 5
 SLACK_S = 1  # the waiting time is stated in whole seconds
 
@@ -119,6 +122,33 @@ def readme_times() -> dict[str, int]:
     return {m.group(2): int(m.group(3)) for m in README_ROW.finditer(text)}
 
 
+def notes_table(rows: list[tuple[str, dict[str, float], int]]) -> str:
+    """The instructor notes' table: one row per notebook, then the totals."""
+    lines = ["| notebook | words | code lines | output lines | figures | waiting (s) | exercise | learning time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for stem, m, minutes in rows:
+        lines.append(f"| {stem} | {m['words']:.0f} | {m['code_lines']:.0f} | {m['output_lines']:.0f} | "
+                     f"{m['figures']:.0f} | {m['waiting_s']:.1f} | {m['exercises']:.0f} | {minutes} min |")
+    total = sum(minutes for _, _, minutes in rows)
+    waited = sum(m["waiting_s"] for _, m, _ in rows)
+    lines.append(f"| **all {len(rows)}** | | | | | **{waited:.0f}** | | **{total} min ({total / 60:.1f} h)** |")
+    return "\n".join(lines) + "\n"
+
+
+def write_notes(rows: list[tuple[str, dict[str, float], int]]) -> None:
+    """Restate the table and each notebook's heading ("### 01 ... (85 min, waits 28 s") in the notes."""
+    by_number = {stem[:2]: (m, minutes) for stem, m, minutes in rows}
+
+    def heading(match: re.Match[str]) -> str:
+        m, minutes = by_number.get(match.group(2), (None, None))
+        if m is None:
+            return match.group(0)
+        return f"{match.group(1)}{minutes} min, waits {round(m['waiting_s'])} s"
+
+    text = NOTES_TABLE.sub(lambda match: match.group(1) + notes_table(rows) + match.group(2), NOTES.read_text())
+    NOTES.write_text(NOTES_HEADING.sub(heading, text))
+
+
 def write(estimates: dict[str, int], waiting: dict[str, int]) -> None:
     """Set each notebook's stated times, and the README's, to the measurement (sources only, not outputs)."""
     for path in NOTEBOOKS:
@@ -145,6 +175,7 @@ def main() -> int:
     readme = readme_times()
     problems = []
     estimates, waiting = {}, {}
+    rows = []
     total = 0
     print(f"{'notebook':<36} {'words':>6} {'code':>5} {'output':>6} {'figs':>4} {'wait s':>6} {'ex':>2} {'min':>4}")
     for path in NOTEBOOKS:
@@ -153,6 +184,7 @@ def main() -> int:
         total += minutes
         estimates[path.stem] = minutes
         waiting[path.stem] = round(m["waiting_s"])
+        rows.append((path.stem, m, minutes))
         print(f"{path.stem:<36} {m['words']:>6.0f} {m['code_lines']:>5.0f} {m['output_lines']:>6.0f} "
               f"{m['figures']:>4.0f} {m['waiting_s']:>6.1f} {m['exercises']:>2.0f} {minutes:>4}")
         said, listed = stated(path), readme.get(path.stem)
@@ -167,8 +199,18 @@ def main() -> int:
     print(f"{'all notebooks':<36} {'':>6} {'':>5} {'':>6} {'':>4} {'':>6} {'':>2} {total:>4}  ({total / 60:.1f} h)")
     if args.write:
         write(estimates, waiting)
+        write_notes(rows)
         print("wrote the estimates into the notebooks' headers and the README's table")
         return 0
+    notes = NOTES.read_text()
+    found = NOTES_TABLE.search(notes)
+    if found is None or found.group(0) != found.group(1) + notes_table(rows) + found.group(2):
+        problems.append("docs/instructor-notes.md's table of times is not this run's: run --write")
+    for match in NOTES_HEADING.finditer(notes):
+        stem = next((stem for stem, _, _ in rows if stem.startswith(match.group(2))), None)
+        if stem and (int(match.group(3)) != estimates[stem] or int(match.group(4)) != waiting[stem]):
+            problems.append(f"docs/instructor-notes.md states {match.group(3)} min, {match.group(4)} s for "
+                            f"{stem}: run --write")
     if args.check and problems:
         print("\n".join(problems), file=sys.stderr)
         return 1

@@ -55,3 +55,16 @@ def test_the_measurement_reads_cells_as_nbclient_stores_them(tmp_path):
     assert (m["words"], m["code_lines"], m["output_lines"], m["figures"], m["exercises"]) == (6, 2, 2, 1, 1)
     assert abs(m["waiting_s"] - 12.5) < 1e-6
     assert lt.stated(path) == 25
+
+
+def test_the_instructor_notes_table_is_rewritten_from_the_measurement(tmp_path, monkeypatch):
+    lt = _module()
+    notes = tmp_path / "notes.md"
+    notes.write_text("before\n<!-- learning-times:start -->\nstale\n<!-- learning-times:end -->\n"
+                     "### 01 Reproduce the broken pipe (5 min, waits 1 s; `check_deaths`)\n")
+    monkeypatch.setattr(lt, "NOTES", notes)
+    m = {"words": 1200, "code_lines": 80, "output_lines": 400, "figures": 2, "waiting_s": 90, "exercises": 1}
+    lt.write_notes([("01-reproduce-the-broken-pipe", m, 50)])
+    text = notes.read_text()
+    assert "stale" not in text and "| 01-reproduce-the-broken-pipe | 1200 | 80 | 400 | 2 | 90.0 | 1 | 50 min |" in text
+    assert "### 01 Reproduce the broken pipe (50 min, waits 90 s; `check_deaths`)" in text
