@@ -174,7 +174,7 @@ def main() -> int:
     args = parser.parse_args()
     readme = readme_times()
     problems = []
-    estimates, waiting = {}, {}
+    estimates, waiting, m_waiting = {}, {}, {}
     rows = []
     total = 0
     print(f"{'notebook':<36} {'words':>6} {'code':>5} {'output':>6} {'figs':>4} {'wait s':>6} {'ex':>2} {'min':>4}")
@@ -184,6 +184,7 @@ def main() -> int:
         total += minutes
         estimates[path.stem] = minutes
         waiting[path.stem] = round(m["waiting_s"])
+        m_waiting[path.stem] = m["waiting_s"]
         rows.append((path.stem, m, minutes))
         print(f"{path.stem:<36} {m['words']:>6.0f} {m['code_lines']:>5.0f} {m['output_lines']:>6.0f} "
               f"{m['figures']:>4.0f} {m['waiting_s']:>6.1f} {m['exercises']:>2.0f} {minutes:>4}")
@@ -204,11 +205,17 @@ def main() -> int:
         return 0
     notes = NOTES.read_text()
     found = NOTES_TABLE.search(notes)
-    if found is None or found.group(0) != found.group(1) + notes_table(rows) + found.group(2):
-        problems.append("docs/instructor-notes.md's table of times is not this run's: run --write")
+    # The table's counts move with every edit of a notebook's prose; its minutes must stay in step.
+    listed_in_notes = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\| (\d\d-[\w-]+) \|.*\| (\d+) min \|$",
+                                                                        found.group(0) if found else "", re.M)}
+    for stem, minutes in estimates.items():
+        if stem not in listed_in_notes or abs(listed_in_notes[stem] - minutes) > SLACK_MIN:
+            problems.append(f"docs/instructor-notes.md's table states {listed_in_notes.get(stem)} min for {stem}, "
+                            f"the estimate is {minutes} min: run --write")
     for match in NOTES_HEADING.finditer(notes):
         stem = next((stem for stem, _, _ in rows if stem.startswith(match.group(2))), None)
-        if stem and (int(match.group(3)) != estimates[stem] or int(match.group(4)) != waiting[stem]):
+        if stem and (abs(int(match.group(3)) - estimates[stem]) > SLACK_MIN
+                     or abs(int(match.group(4)) - m_waiting[stem]) > SLACK_S):
             problems.append(f"docs/instructor-notes.md states {match.group(3)} min, {match.group(4)} s for "
                             f"{stem}: run --write")
     if args.check and problems:
