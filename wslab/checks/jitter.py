@@ -255,9 +255,10 @@ def judge_cap(samples: Samples) -> Case:
     at = PAST_THE_CAP
     measured = {"distinct": int(np.unique(drawn).size), "at_cap": float(np.mean(drawn == cap)),
                 "low": float(np.mean(drawn < cap / 4)), "high": float(np.mean(drawn > 3 * cap / 4))}
-    if drawn.max() > cap * (1 + 1e-9):
+    highest = float(np.max(drawn))
+    if highest > cap * (1 + 1e-9):
         return Case("cap", False, (
-            f"at attempt {at} the delays reach {drawn.max():.3g} s, beyond the cap ({cap:g} s): cap the ceiling, "
+            f"at attempt {at} the delays reach {highest:.3g} s, beyond the cap ({cap:g} s): cap the ceiling, "
             "then draw below it: rng.uniform(0, min(cap, base * 2 ** attempt))"), measured)
     if np.unique(drawn).size == 1:
         value = float(drawn[0])
@@ -276,7 +277,7 @@ def judge_cap(samples: Samples) -> Case:
             "retry in step. The draw is clipped by the cap; cap the ceiling instead, then draw below it: "
             "rng.uniform(0, min(cap, base * 2 ** attempt))"), measured)
     if measured["low"] < SPREAD or measured["high"] < SPREAD:
-        lo, hi = float(drawn.min()), float(drawn.max())
+        lo, hi = float(np.min(drawn)), float(np.max(drawn))
         return Case("cap", False, (
             f"at attempt {at} the delays spread over only [{lo:.2f}, {hi:.2f}] s of [0, {cap:g}]: full jitter draws "
             "over the whole range, from 0 up to the ceiling" + (

@@ -92,7 +92,7 @@ class HerdResult:
         times = np.frombuffer(self.attempt_times, dtype=float) if len(self.attempt_times) else np.zeros(0)
         if ok is not None:
             times = times[np.frombuffer(self.attempt_ok, dtype=np.uint8) == int(ok)]
-        end = until if until is not None else (times.max() if times.size else 0.0)
+        end = until if until is not None else (float(np.max(times)) if times.size else 0.0)
         # A time a hair below a boundary is a float sum meant to land on it (0.1 s x 6 is 0.5999...): nudge it over.
         bins = int(np.floor(end / bin + _EPSILON)) + 1
         index = np.floor(times / bin + _EPSILON).astype(int)
@@ -218,7 +218,7 @@ def busiest(times: Sequence[float] | array[float], window: float, *, since: floa
     if not t.size:
         return 0
     ends = np.searchsorted(t, t + window - 1e-9, side="left")  # for each time, the first one a window later
-    return int((ends - np.arange(t.size)).max())
+    return int(np.max(ends - np.arange(t.size)))
 
 
 def client_seed(seed: int, i: int) -> int:
