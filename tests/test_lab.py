@@ -7,6 +7,7 @@ import gc
 import importlib.util
 import logging
 import os
+import shutil
 import socket
 import ssl
 import sys
@@ -484,7 +485,7 @@ async def main():
     lab = Lab()
     child = await ChildProcess.start(lab, "web", lambda d: [sys.executable, "-m", "http.server", "{port}",
                                      "--bind", "127.0.0.1"], ready=ready)
-    print(child.pid, flush=True)
+    print(child.pid, child.directory, flush=True)
     await asyncio.sleep(60)
 
 asyncio.run(main())
@@ -493,7 +494,8 @@ asyncio.run(main())
     assert kernel.stdout is not None
     try:
         line = await asyncio.wait_for(kernel.stdout.readline(), scaled(15))
-        child_pid = int(line)
+        pid_text, directory = line.decode().split(maxsplit=1)
+        child_pid = int(pid_text)
         os.kill(child_pid, 0)  # running
     finally:
         kernel.kill()
@@ -509,6 +511,7 @@ asyncio.run(main())
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
 
     await wait_until(child_gone, 5, f"the child {child_pid} stopping after its kernel was killed")
+    shutil.rmtree(directory.strip(), ignore_errors=True)  # a killed kernel cannot delete its child's temp dir
 
 
 # -- deadlines: wait_until, close_within, abort_all, and the one timing knob ------------------------------

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -293,14 +294,17 @@ async def test_rerunning_replaces_tomcat_and_lab_close_leaves_no_java_process(cl
 @needs_netns
 async def test_closing_the_lab_during_a_vanish_run_leaves_nothing_behind(classes):
     before = host_network()
+    # The run's own temporary directory, wslab-netns-*, under this suite's temp dir: another suite
+    # running at the same time (.ci/run gives each its own TMPDIR) has its own runs.
+    prefix = os.path.join(tempfile.gettempdir(), "wslab-netns-")
     async with Lab() as lab:
         lab.spawn(run_vanish(lab, classes=classes, watch=60), name="vanish")
-        # Tomcat's CATALINA_BASE is under the run's own temporary directory, wslab-netns-*.
-        await wait_until(lambda: any("java" in _command(pid) for pid in _processes_mentioning("wslab-netns-")), 30,
+        # Tomcat's CATALINA_BASE is under that directory.
+        await wait_until(lambda: any("java" in _command(pid) for pid in _processes_mentioning(prefix)), 30,
                          "Tomcat starting in the namespace", poll=0.1)
     # lab.close() cancelled the run: unshare and the driver got SIGKILL, the kernel killed the rest.
-    await wait_until(lambda: not _processes_mentioning("wslab-netns-"), 5, "every process of the run exiting")
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("wslab-netns-*"))
+    await wait_until(lambda: not _processes_mentioning(prefix), 5, "every process of the run exiting")
+    assert not list(Path(tempfile.gettempdir()).glob("wslab-netns-*"))
     assert host_network() == before
 
 
