@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-import websockets
 
 from wslab.runtime.check import (
     Status,
@@ -22,7 +21,6 @@ from wslab.runtime.check import (
     check_version,
     check_wslab,
 )
-from wslab.runtime.lab import Lab
 from wslab.runtime.programs import CHROMIUM, LAST_CORE_NOTEBOOK, NGINX, PROGRAMS, Program
 from wslab.runtime.timing import scaled
 
@@ -88,29 +86,6 @@ def test_a_proxy_in_the_environment_is_skipped_for_loopback_and_the_check_names_
     line = line_about(result, "loopback round trip")
     assert line.startswith("ok ") and f"127.0.0.1:{closed_port}" in line, result.stdout + result.stderr
     assert "export no_proxy=127.0.0.1,localhost" in line
-
-
-async def test_a_plain_websockets_connect_really_goes_through_the_environments_proxy(monkeypatch):
-    # Why the warning above matters: without proxy=None, websockets 17 uses http_proxy even for 127.0.0.1.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{closed_port}")
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-
-    async def echo(ws):
-        async for message in ws:
-            await ws.send(message)
-
-    async with Lab() as lab:
-        server = await lab.serve(echo, name="echo")
-        with pytest.raises(OSError):  # the refused proxy, not the listening server
-            async with websockets.connect(server.url, open_timeout=scaled(5)):
-                pass
-        ws = await lab.connect(server.url, name="lab-client")  # proxy=None: straight to the server
-        await ws.send("hi")
-        assert await ws.recv() == "hi"
 
 
 def test_python_older_than_3_11_is_missing():

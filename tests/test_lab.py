@@ -13,6 +13,7 @@ import ssl
 import sys
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import CloseCode
 
@@ -609,6 +610,10 @@ async def test_lab_connections_to_this_machine_never_go_through_a_proxy_from_the
 
     async with Lab() as lab:
         server = await lab.serve(echo, name="echo")
+        # The control: without proxy=None, websockets really goes to the (refused) proxy, not the server.
+        with pytest.raises(OSError):
+            async with connect(server.url, open_timeout=scaled(5)):
+                pass
         ws = await lab.connect(server.url, name="client")
         await ws.send("direct")
         assert await asyncio.wait_for(ws.recv(), scaled(5)) == "direct"
