@@ -25,20 +25,23 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
 
 from wslab.clients.backoff import Backoff
 from wslab.runtime.lab import Lab
-from wslab.runtime.timing import close_within
 from wslab.studies.herd import (
     Admission,
     Attempt,
     HerdLog,
     Member,
-    connect_clients,
     herd_member,
     herd_result,
     raise_fd_limit,
     restart_under_herd,
+    run_worker,
     serve_herd,
 )
 from wslab.studies.simulate import AcceptLimit, HerdResult, client_seed
@@ -48,30 +51,12 @@ __all__ = ["run_herd_workers"]
 
 async def _worker(first: int, count: int, url: str, seed: int, policy: dict) -> None:
     """Clients ``first`` to ``first + count - 1`` of the herd, with their own seeds, in this process."""
-    raise_fd_limit(count + 256)
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    conns = await connect_clients(url, count, at_once=50, timeout=10 + count / 25)
-    log = HerdLog()  # time.monotonic(): the server's process turns it into timeline seconds
-    members = [
-        asyncio.create_task(herd_member(Member(first + j, url, Backoff(**policy, seed=client_seed(seed, first + j))),
-                                        ws, log))
-        for j, ws in enumerate(conns)
-    ]
-    await asyncio.sleep(0)
-    print("ready", flush=True)
-    until = float(await asyncio.wait_for(stdin.readline(), 60))  # the deadline, on time.monotonic()
-    remaining = until - time.monotonic()
-    if remaining > 0:
-        await asyncio.wait(members, timeout=remaining)
-    for task in members:
-        task.cancel()
-    await asyncio.gather(*members, return_exceptions=True)
-    back = [task.result() for task in members if not task.cancelled() and task.exception() is None]
-    print(json.dumps({"lost_at": log.lost_at, "attempts": log.attempts}), flush=True)
-    await asyncio.wait_for(stdin.readline(), 60)  # "close": every worker has reported
-    await asyncio.gather(*(close_within(ws) for ws in conns + back))
+
+    def member(j: int, ws: ClientConnection, log: HerdLog) -> Coroutine[Any, Any, ClientConnection]:
+        backoff = Backoff(**policy, seed=client_seed(seed, first + j))
+        return herd_member(Member(first + j, url, backoff), ws, log)
+
+    await run_worker(url, count, member)
 
 
 async def run_herd_workers(

@@ -30,10 +30,12 @@ which was a third of the loop's time in a 1,000-client herd.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import resource
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -56,6 +58,7 @@ __all__ = [
     "HerdLog",
     "Member",
     "connect_clients",
+    "run_worker",
     "herd_member",
     "herd_result",
     "raise_fd_limit",
@@ -210,6 +213,37 @@ async def connect_clients(url: str, n: int, *, at_once: int = 100, timeout: floa
         abort_all(conns)
         raise
     return conns
+
+
+async def run_worker(url: str, count: int,
+                     member: Callable[[int, ClientConnection, HerdLog], Coroutine[Any, Any, ClientConnection]]) -> None:
+    """One worker process of a herd spread over processes: ``count`` clients, driven over stdin and stdout.
+
+    It connects its clients, starts ``member(j, ws, log)`` for each, prints ``ready``, reads the
+    deadline (on ``time.monotonic()``, one clock for every process on Linux), lets the members run
+    until then, prints what they logged as JSON, then waits for ``close`` (every worker has
+    reported) before closing its connections. ``wslab.studies.storm`` and ``benchmarks/herd_workers.py``
+    run their workers with it.
+    """
+    raise_fd_limit(count + 256)
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    conns = await connect_clients(url, count, at_once=50, timeout=10 + count / 25)
+    log = HerdLog()
+    members = [asyncio.create_task(member(j, ws, log)) for j, ws in enumerate(conns)]
+    await asyncio.sleep(0)
+    print("ready", flush=True)
+    until = float(await asyncio.wait_for(stdin.readline(), 60))
+    if (remaining := until - time.monotonic()) > 0:
+        await asyncio.wait(members, timeout=remaining)
+    for task in members:
+        task.cancel()
+    await asyncio.gather(*members, return_exceptions=True)
+    back = [task.result() for task in members if not task.cancelled() and task.exception() is None]
+    print(json.dumps({"lost_at": log.lost_at, "attempts": log.attempts}), flush=True)
+    await asyncio.wait_for(stdin.readline(), 60)  # "close": every worker has reported
+    await asyncio.gather(*(close_within(ws) for ws in conns + back))
 
 
 # -- run ----------------------------------------------------------------------------------------

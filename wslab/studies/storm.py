@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +45,8 @@ from ..clients.backoff import Backoff
 from ..clients.policy import CloseEvent, GiveUp, ReconnectPolicy
 from ..runtime.lab import Lab
 from ..runtime.timeline import Timeline
-from ..runtime.timing import close_within
 from ..servers import AdmissionControl, Gate, SessionServer, start_app
-from .herd import Attempt, HerdLog, Member, connect_clients, herd_result, raise_fd_limit
+from .herd import Attempt, HerdLog, Member, herd_result, raise_fd_limit, run_worker
 from .simulate import HerdResult, client_seed
 
 __all__ = ["CpuSampler", "StormResult", "StormServer", "cpu_per_bin", "run_storm", "storm_member"]
@@ -212,27 +212,12 @@ class StormResult:
 
 async def _worker(first: int, count: int, url: str, seed: int, policy: dict[str, Any]) -> None:
     """Clients ``first`` to ``first + count - 1``, in this worker process (``python -m wslab.studies.storm``)."""
-    raise_fd_limit(count + 256)
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    conns = await connect_clients(url, count, at_once=50, timeout=10 + count / 25)
-    log = HerdLog()  # time.monotonic(): one clock for every process on Linux
-    members = [asyncio.create_task(storm_member(
-        Member(first + j, url, Backoff(**policy, seed=client_seed(seed, first + j)), open_timeout=10.0), ws, log))
-        for j, ws in enumerate(conns)]
-    await asyncio.sleep(0)
-    print("ready", flush=True)
-    until = float(await asyncio.wait_for(stdin.readline(), 60))
-    if (remaining := until - time.monotonic()) > 0:
-        await asyncio.wait(members, timeout=remaining)
-    for task in members:
-        task.cancel()
-    await asyncio.gather(*members, return_exceptions=True)
-    back = [task.result() for task in members if not task.cancelled() and task.exception() is None]
-    print(json.dumps({"lost_at": log.lost_at, "attempts": log.attempts}), flush=True)
-    await asyncio.wait_for(stdin.readline(), 60)  # "close": every worker has reported
-    await asyncio.gather(*(close_within(ws) for ws in conns + back))
+
+    def member(j: int, ws: ClientConnection, log: HerdLog) -> Coroutine[Any, Any, ClientConnection]:
+        backoff = Backoff(**policy, seed=client_seed(seed, first + j))
+        return storm_member(Member(first + j, url, backoff, open_timeout=10.0), ws, log)
+
+    await run_worker(url, count, member)
 
 
 async def run_storm(
